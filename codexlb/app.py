@@ -1,0 +1,138 @@
+"""The application: :class:`CodexLB` holds shared state; :func:`create_app` builds the Quart app."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Iterable
+from typing import TYPE_CHECKING, Any
+
+from quart import Quart
+
+from codexlb.hooks import Hooks
+from codexlb.pipeline import Pipeline
+from codexlb.plugin_loader import make_plugin_manager
+from codexlb.pool import AccountPool
+from codexlb.settings import Settings, load_settings
+from codexlb.tasks import TaskSet
+from codexlb.tokens import TokenManager
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+    from codexlb.db.crypto import TokenCipher
+    from codexlb.db.store import AccountStore
+
+log = logging.getLogger("codexlb")
+FLUSH_INTERVAL_SECONDS = 1.0
+
+
+class CodexLB:
+    """Shared objects of one app: settings, plugins, account pool, database. Passed to every hook."""
+
+    def __init__(self, settings: Settings, plugins: Iterable[object] = ()) -> None:
+        self.settings = settings
+        self.pm = make_plugin_manager(settings.pipeline_plugins, plugins)
+        self.hooks = Hooks(self.pm, self)
+        self.hooks.configure(settings)
+        self.pool = AccountPool()
+        self.tokens = TokenManager(self)
+        self.pipeline = Pipeline(self)
+        self.tasks = TaskSet()
+        self.engine: AsyncEngine | None = None
+        self.sessionmaker: async_sessionmaker[AsyncSession] | None = None
+        self.cipher: TokenCipher | None = None
+        self.store: AccountStore | None = None
+        self.readiness: dict[str, str] = {"database": "not started", "migrations": "not started"}
+        self.started = False
+        self.quart: Quart | None = None
+
+    async def start(self) -> None:
+        """Open the database (migrating as configured), load accounts, start plugins and jobs.
+
+        Raises :class:`codexlb.ConfigError` (exit 2) or ``MigrationFailed`` (exit 1).
+        """
+        if self.started:
+            return
+        from codexlb.db.crypto import load_cipher
+        from codexlb.db.engine import make_engine, make_sessionmaker
+        from codexlb.db.migrate import prepare_database
+        from codexlb.db.store import AccountStore
+
+        self.settings.ensure_dirs()
+        self.engine = make_engine(self.settings)
+        try:
+            report = await prepare_database(self.settings, self.engine)
+            self.readiness = {"database": "ok", "migrations": "ok" if report.ok else str(report.error)}
+            self.sessionmaker = make_sessionmaker(self.engine)
+            self.cipher = await load_cipher(self.settings, self.engine)
+            self.store = AccountStore(self.sessionmaker, self.cipher)
+            self.pool.load(await self.store.list())
+            await self.hooks.startup()
+        except BaseException:
+            await self.engine.dispose()
+            raise
+        self.tasks.spawn(self._flush_loop(), "pool-flush")
+        self.started = True
+        log.info("codexlb ready: %d account(s), plugins: %s", len(self.pool.accounts),
+                 ", ".join(self.settings.pipeline_plugins))
+
+    async def stop(self) -> None:
+        """Stop plugins (reverse order), write pending account state, close the database."""
+        if not self.started:
+            return
+        self.started = False
+        await self.tasks.cancel_all()
+        await self.hooks.shutdown()
+        if self.store is not None:
+            await self.pool.flush(self.store)
+        if self.engine is not None:
+            await self.engine.dispose()
+
+    async def _flush_loop(self) -> None:
+        while True:
+            await asyncio.sleep(FLUSH_INTERVAL_SECONDS)
+            if self.store is not None:
+                await self.pool.flush(self.store)
+
+    async def check_ready(self) -> dict[str, Any]:
+        """What ``/readyz`` reports: database reachable and migrated."""
+        if self.engine is None:
+            return {"ready": False, **self.readiness}
+        from codexlb.db.migrate import readiness
+
+        try:
+            state = await readiness(self.engine)
+        except Exception as exc:  # report, never raise, from a health check
+            state = {"database": f"error: {type(exc).__name__}"}
+        ok = all(value == "ok" for value in state.values())
+        return {"ready": ok, **state}
+
+
+def create_app(settings: Settings | None = None, *, plugins: Iterable[object] = ()) -> Quart:
+    """Build the Quart app; ``plugins`` are extra plugin objects, called before the listed ones."""
+    from codexlb.web import admin, compat, proxy
+
+    settings = settings or load_settings()
+    lb = CodexLB(settings, plugins)
+    app = Quart("codexlb")
+    app.config.update(MAX_CONTENT_LENGTH=settings.max_decompressed_body_bytes, RESPONSE_TIMEOUT=None,
+                      BODY_TIMEOUT=120, PROVIDE_AUTOMATIC_OPTIONS=False)
+    app.codexlb = lb  # type: ignore[attr-defined]
+    lb.quart = app
+    for blueprint in (proxy.blueprint, compat.blueprint, admin.blueprint, *lb.hooks.register_routes()):
+        app.register_blueprint(blueprint)
+    admin.install_error_handlers(app)
+
+    @app.while_serving
+    async def lifespan() -> AsyncIterator[None]:
+        await lb.start()
+        yield
+        await lb.stop()
+
+    return app
+
+
+def lb_of(app: Quart) -> CodexLB:
+    """The :class:`CodexLB` of a Quart app built by :func:`create_app`."""
+    return app.codexlb  # type: ignore[attr-defined, no-any-return]

@@ -1,0 +1,112 @@
+"""``codexlb serve`` and ``codexlb fake-upstream``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import ipaddress
+import logging
+import signal
+import sys
+from typing import Any
+
+from codexlb.errors import ConfigError
+from codexlb.settings import Settings
+
+log = logging.getLogger("codexlb.serve")
+
+
+def register(sub: Any) -> None:
+    serve = sub.add_parser("serve", help="run the proxy under Hypercorn")
+    serve.add_argument("--host", help="listen address (CODEX_LB_HOST)")
+    serve.add_argument("--port", type=int, help="listen port (CODEX_LB_PORT)")
+    serve.set_defaults(func=run_serve)
+    fake = sub.add_parser("fake-upstream", help="run the fake ChatGPT backend (demos, benchmarks)")
+    fake.add_argument("--host", default="127.0.0.1")
+    fake.add_argument("--port", type=int, default=8777)
+    fake.add_argument("--accounts", type=int, default=3, help="accounts created at start")
+    fake.add_argument("--auth-dir", help="write one auth.json per account into this folder")
+    fake.set_defaults(func=run_fake, needs_settings=False)
+
+
+def is_loopback(host: str) -> bool:
+    if host in ("localhost", ""):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def check_bind(settings: Settings) -> None:
+    """Refuse a non-loopback listen address while the proxy is open to any client."""
+    if is_loopback(settings.host) or settings.allow_unrestricted_bind or settings.api_keys:
+        return
+    allow = settings.options_for("firewall").get("allow")
+    if "firewall" in settings.pipeline_plugins and allow:
+        return
+    raise ConfigError(
+        f"CODEX_LB_HOST: refusing to listen on {settings.host!r} while the proxy is open to any client. "
+        "Restrict it with a firewall allowlist ([plugins.firewall] allow = [\"10.0.0.0/8\"] in settings.toml "
+        "or CODEX_LB_PLUGINS__FIREWALL__ALLOW='[\"10.0.0.0/8\"]') or client keys (CODEX_LB_API_KEYS), "
+        "or opt out explicitly with CODEX_LB_ALLOW_UNRESTRICTED_BIND=true.")
+
+
+def hypercorn_config(settings: Settings) -> Any:
+    from hypercorn.config import Config
+
+    config = Config()
+    host = f"[{settings.host}]" if ":" in settings.host else settings.host
+    config.bind = [f"{host}:{settings.port}"]
+    config.graceful_timeout = settings.shutdown_grace_seconds
+    config.keep_alive_timeout = 75
+    config.accesslog = None
+    config.errorlog = "-"
+    return config
+
+
+async def serve(settings: Settings) -> int:
+    from hypercorn.asyncio import serve as hypercorn_serve
+
+    from codexlb.app import create_app, lb_of
+
+    app = create_app(settings)
+    lb = lb_of(app)
+    try:
+        await lb.start()
+    except ConfigError:
+        raise
+    except Exception as exc:
+        from codexlb.db.migrate import MigrationFailed
+
+        if isinstance(exc, MigrationFailed):
+            print(f"codexlb: {exc}", file=sys.stderr)
+            return 1
+        raise
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    print(f"codexlb listening on http://{settings.host}:{settings.port} "
+          f"({len(lb.pool.accounts)} account(s))", flush=True)
+    try:
+        await hypercorn_serve(app, hypercorn_config(settings), shutdown_trigger=stop.wait)  # type: ignore[arg-type]
+    finally:
+        await lb.stop()
+    return 0
+
+
+def run_serve(args: argparse.Namespace, settings: Settings) -> int:
+    check_bind(settings)
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - Windows
+        return asyncio.run(serve(settings))
+    return uvloop.run(serve(settings))
+
+
+def run_fake(args: argparse.Namespace, settings: Settings | None) -> int:
+    from codexlb.testing.fake_upstream import run_forever
+
+    run_forever(args.host, args.port, accounts=args.accounts, auth_dir=args.auth_dir)
+    return 0

@@ -1,0 +1,166 @@
+"""Endpoint adapters: how each public route maps to the upstream and back.
+
+``codex_responses`` passes bytes through unchanged. ``responses`` (``/v1/responses``) strips
+fields the backend rejects and assembles non-streamed answers. ``chat_completions`` translates
+to the Responses API and back. ``models`` reads the backend's model list.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+from codexlb.errors import BadRequest, FlowError, UpstreamError
+from codexlb.flow import Flow, ProxyResponse
+from codexlb.sse import SSEScanner, format_event, terminal_error_event
+from codexlb.translate import (
+    ChatStreamTranslator,
+    ResponseAssembler,
+    assemble_chat_completion,
+    chat_to_responses,
+    models_to_openai_list,
+    prepare_responses_request,
+)
+
+SSE_HEADERS = [("content-type", "text/event-stream; charset=utf-8"), ("cache-control", "no-cache")]
+
+
+class Adapter:
+    """Pass-through: the Codex CLI's own route."""
+
+    upstream_path = "/codex/responses"
+    method = "POST"
+
+    def prepare(self, flow: Flow) -> None:
+        """Shape ``flow.request.payload`` for the upstream."""
+
+    def terminal_error(self, code: str, message: str) -> bytes:
+        return terminal_error_event(code, message)
+
+    async def respond(self, flow: Flow, upstream: ProxyResponse,
+                      stream: AsyncIterator[bytes] | None) -> ProxyResponse:
+        if stream is not None:
+            upstream.body = stream
+        return upstream
+
+
+class ModelsAdapter(Adapter):
+    """``GET /backend-api/codex/models`` (as is) and ``GET /v1/models`` (OpenAI list)."""
+
+    upstream_path = "/codex/models"
+    method = "GET"
+
+    def __init__(self, openai: bool) -> None:
+        self.openai = openai
+
+    async def respond(self, flow: Flow, upstream: ProxyResponse,
+                      stream: AsyncIterator[bytes] | None) -> ProxyResponse:
+        if not self.openai:
+            return upstream
+        body = upstream.body if isinstance(upstream.body, bytes) else b""
+        try:
+            return ProxyResponse.json(200, models_to_openai_list(json.loads(body)))
+        except ValueError:
+            raise UpstreamError("upstream model list is not JSON", phase="stream", retryable=False) from None
+
+
+async def _events(stream: AsyncIterator[bytes], limit: int) -> AsyncIterator[tuple[str, Any]]:
+    scanner = SSEScanner(limit)
+    async for chunk in stream:
+        for event in scanner.feed(chunk):
+            try:
+                data = event.json()
+            except ValueError:
+                continue
+            kind = event.type
+            if kind:
+                yield kind, data
+
+
+class ResponsesAdapter(Adapter):
+    """``POST /v1/responses``: streamed (``codex.*`` events dropped) or assembled."""
+
+    def prepare(self, flow: Flow) -> None:
+        payload = flow.request.payload or {}
+        self.stream = bool(payload.get("stream"))
+        self.limit = 1 << 30
+        try:
+            flow.request.set_payload(prepare_responses_request(payload))
+        except ValueError as exc:
+            raise BadRequest(str(exc)) from None
+
+    async def respond(self, flow: Flow, upstream: ProxyResponse,
+                      stream: AsyncIterator[bytes] | None) -> ProxyResponse:
+        assert stream is not None
+        if self.stream:
+            return ProxyResponse(200, SSE_HEADERS, self._filtered(stream))
+        assembler = ResponseAssembler()
+        async for _, data in _events(stream, self.limit):
+            assembler.feed(data)
+        return ProxyResponse.json(200, _result(assembler))
+
+    async def _filtered(self, stream: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+        async for kind, data in _events(stream, self.limit):
+            if not kind.startswith("codex."):
+                yield format_event(kind, data)
+
+
+def _result(assembler: ResponseAssembler) -> dict[str, Any]:
+    try:
+        return assembler.result()
+    except FlowError:
+        raise
+    except ValueError as exc:
+        raise UpstreamError(str(exc), phase="stream", retryable=False) from None
+
+
+class ChatAdapter(Adapter):
+    """``POST /v1/chat/completions`` through the Responses API."""
+
+    def prepare(self, flow: Flow) -> None:
+        payload = flow.request.payload or {}
+        self.stream = bool(payload.get("stream"))
+        self.model = str(payload.get("model") or "")
+        options = payload.get("stream_options") or {}
+        self.include_usage = bool(isinstance(options, dict) and options.get("include_usage"))
+        try:
+            flow.request.set_payload(prepare_responses_request(chat_to_responses(payload)))
+        except ValueError as exc:
+            raise BadRequest(str(exc)) from None
+
+    def terminal_error(self, code: str, message: str) -> bytes:
+        if not self.stream:
+            return b""
+        body = {"error": {"message": message, "type": "server_error", "code": code}}
+        return b"data: " + json.dumps(body).encode() + b"\n\ndata: [DONE]\n\n"
+
+    async def respond(self, flow: Flow, upstream: ProxyResponse,
+                      stream: AsyncIterator[bytes] | None) -> ProxyResponse:
+        assert stream is not None
+        if self.stream:
+            return ProxyResponse(200, SSE_HEADERS, self._chunks(stream))
+        events = [data async for _, data in _events(stream, 1 << 30)]
+        return ProxyResponse.json(200, assemble_chat_completion(events, self.model))
+
+    async def _chunks(self, stream: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+        translator = ChatStreamTranslator(self.model, self.include_usage)
+        async for _, data in _events(stream, 1 << 30):
+            for frame in translator.feed(data):
+                yield frame
+        for frame in translator.finish():
+            yield frame
+
+
+def adapter_for(flow: Flow) -> Adapter:
+    """The adapter of ``flow.request.endpoint``."""
+    endpoint = flow.request.endpoint
+    if endpoint == "codex_responses":
+        return Adapter()
+    if endpoint == "responses":
+        return ResponsesAdapter()
+    if endpoint == "chat_completions":
+        return ChatAdapter()
+    if endpoint in ("codex_models", "models"):
+        return ModelsAdapter(openai=endpoint == "models")
+    raise FlowError(f"unknown endpoint {endpoint}", status=404, code="not_found")

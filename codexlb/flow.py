@@ -1,0 +1,161 @@
+"""The Flow: one proxied request on its way through the pipeline, changed in place by each stage."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+from codexlb.errors import FlowError
+from codexlb.types import Account, TokenUsage
+
+T = TypeVar("T")
+Body = bytes | AsyncIterator[bytes]
+
+
+class StashKey(Generic[T]):
+    """A typed key for :class:`Stash` (pytest's idea): ``KEY = StashKey[str]()``."""
+
+    __slots__ = ()
+
+
+class Stash:
+    """Per-flow storage for plugins, keyed by :class:`StashKey` objects instead of strings."""
+
+    __slots__ = ("_data",)
+
+    def __init__(self) -> None:
+        self._data: dict[StashKey[Any], object] = {}
+
+    def __setitem__(self, key: StashKey[T], value: T) -> None:
+        self._data[key] = value
+
+    def __getitem__(self, key: StashKey[T]) -> T:
+        return self._data[key]  # type: ignore[return-value]
+
+    def get(self, key: StashKey[T], default: T | None = None) -> T | None:
+        return self._data.get(key, default)  # type: ignore[return-value]
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._data
+
+
+@dataclass(eq=False)
+class ProxyRequest:
+    """The client's request as the pipeline sees it."""
+
+    method: str
+    path: str
+    """Request path as received, e.g. ``/backend-api/codex/responses``."""
+    endpoint: str
+    """Route kind: ``codex_responses``, ``responses``, ``chat_completions``, ``models``, ..."""
+    headers: dict[str, str]
+    """Lower-cased header names; the last value wins."""
+    query: str = ""
+    peer_ip: str = "127.0.0.1"
+    """The socket peer."""
+    client_ip: str = "127.0.0.1"
+    """The client as the firewall decided it (the peer, or a trusted X-Forwarded-For hop)."""
+    body: bytes | None = None
+    """Raw body; ``None`` until admit_request has passed, decoded by decode_request."""
+    payload: dict[str, Any] | None = None
+    """The parsed JSON body (set by the core after decode_request)."""
+    payload_modified: bool = False
+    """Set by a plugin that changed ``payload``; otherwise the body is forwarded byte for byte."""
+
+    def forward_body(self) -> bytes:
+        """The body to send upstream: the original bytes unless the payload was changed."""
+        if self.payload is not None and (self.payload_modified or self.body is None):
+            return json.dumps(self.payload, separators=(",", ":"), ensure_ascii=False).encode()
+        return self.body or b""
+
+    def set_payload(self, payload: dict[str, Any]) -> None:
+        """Replace the payload and mark it for re-serialising."""
+        self.payload, self.payload_modified = payload, True
+
+
+@dataclass(eq=False)
+class ProxyResponse:
+    """An answer for the client: a status, headers and a body of bytes or an async byte stream."""
+
+    status: int
+    headers: list[tuple[str, str]] = field(default_factory=list)
+    body: Body = b""
+
+    @property
+    def streaming(self) -> bool:
+        return not isinstance(self.body, bytes)
+
+    def header(self, name: str) -> str | None:
+        name = name.lower()
+        return next((v for k, v in self.headers if k.lower() == name), None)
+
+    @classmethod
+    def json(cls, status: int, data: Any, headers: Iterable[tuple[str, str]] = ()) -> ProxyResponse:
+        body = json.dumps(data, separators=(",", ":")).encode()
+        return cls(status, [("content-type", "application/json"), *headers], body)
+
+    @classmethod
+    def error(cls, status: int, code: str, message: str, *, type: str | None = None,
+              headers: Iterable[tuple[str, str]] = (), **extra: Any) -> ProxyResponse:
+        """An OpenAI-shaped error: ``{"error": {"message", "type", "code", ...}}``."""
+        kind = type or ("invalid_request_error" if status < 500 else "server_error")
+        return cls.json(status, {"error": {"message": message, "type": kind, "code": code, **extra}},
+                        headers)
+
+    @classmethod
+    def from_error(cls, exc: FlowError) -> ProxyResponse:
+        return cls.json(exc.status, exc.body(), exc.headers.items())
+
+
+@dataclass(eq=False)
+class Attempt:
+    """One try of one account for this flow."""
+
+    account_id: str
+    error: FlowError | None = None
+    status: int | None = None
+
+
+@dataclass(eq=False)
+class Flow:
+    """One proxied request. Stages change it in place; setting ``response`` answers at once."""
+
+    request: ProxyRequest
+    id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    started_at: float = field(default_factory=time.time)
+    account: Account | None = None
+    """The account serving the flow (the last one tried)."""
+    attempts: list[Attempt] = field(default_factory=list)
+    response: ProxyResponse | None = None
+    """Set by a plugin to answer now; later request stages are skipped."""
+    error: FlowError | None = None
+    """Why the flow failed, when it did."""
+    route: str = ""
+    """``strategy:reason`` of the selection, e.g. ``sticky:hit``."""
+    upstream_method: str = "POST"
+    upstream_path: str = "/codex/responses"
+    """Path under ``UPSTREAM_BASE_URL`` that the upstream plugin calls."""
+    session_key: str | None = None
+    """The conversation key used for stickiness (prompt_cache_key, session-id, ...)."""
+    usage: TokenUsage | None = None
+    status: int | None = None
+    """Status sent to the client."""
+    error_code: str | None = None
+    first_byte_at: float | None = None
+    finished_at: float | None = None
+    stash: Stash = field(default_factory=Stash)
+
+    def reject(self, status: int, code: str, message: str, **extra: Any) -> None:
+        """Answer the client now with an OpenAI-shaped error (an outcome, not an exception)."""
+        self.response = ProxyResponse.error(status, code, message, **extra)
+        self.error_code = code
+
+    @property
+    def model(self) -> str | None:
+        payload = self.request.payload
+        model = payload.get("model") if payload else None
+        return model if isinstance(model, str) else None

@@ -1,0 +1,173 @@
+"""Every hook a codexlb plugin can implement, grouped by phase.
+
+Implementations may accept fewer arguments than the spec (pluggy's opt-in arguments). Async
+hooks are dispatched by :mod:`codexlb.hooks`, never through ``pm.hook`` directly. The full
+reference with examples is ``docs/hooks.md``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+import pluggy
+
+if TYPE_CHECKING:
+    from quart import Blueprint
+
+    from codexlb.app import CodexLB
+    from codexlb.errors import FlowError
+    from codexlb.flow import Flow, ProxyResponse
+    from codexlb.settings import Settings
+    from codexlb.types import Account
+
+PROJECT = "codexlb"
+hookspec = pluggy.HookspecMarker(PROJECT)
+hookimpl = pluggy.HookimplMarker(PROJECT)
+
+# ---- load ------------------------------------------------------------------------------------
+
+
+@hookspec
+def configure(config: Mapping[str, Any], settings: Settings) -> None:
+    """Read this plugin's own options once, before serving.
+
+    :param config: the plugin's ``[plugins.<name>]`` table (empty when absent).
+    :param settings: the validated core settings.
+
+    Raise :class:`codexlb.ConfigError` for a bad option; start-up stops with exit status 2.
+
+    .. versionadded:: 0.1
+    """
+
+
+@hookspec
+def register_routes(app: CodexLB) -> Blueprint | list[Blueprint] | None:
+    """Contribute Quart blueprints (admin pages, extra APIs), collected before serving.
+
+    .. versionadded:: 0.1
+    """
+
+
+# ---- lifespan --------------------------------------------------------------------------------
+
+
+@hookspec
+async def startup(app: CodexLB) -> None:
+    """Open resources (clients, tasks) after the database is ready and before serving.
+
+    Called for every plugin in order; an exception aborts start-up.
+
+    .. versionadded:: 0.1
+    """
+
+
+@hookspec
+async def shutdown(app: CodexLB) -> None:
+    """Release resources; called in reverse order. Errors are logged and swallowed.
+
+    .. versionadded:: 0.1
+    """
+
+
+# ---- request phase ---------------------------------------------------------------------------
+
+
+@hookspec
+async def admit_request(flow: Flow, app: CodexLB) -> None:
+    """Decide whether a request may enter, before its body is read.
+
+    Set ``flow.client_ip``; call ``flow.reject(...)`` to refuse. Stops at the first plugin
+    that sets ``flow.response``. An exception refuses the request (fail closed).
+
+    .. versionadded:: 0.1
+    """
+
+
+@hookspec
+async def decode_request(flow: Flow, app: CodexLB) -> None:
+    """Decode the raw body (``flow.request.body``), e.g. undo ``Content-Encoding``.
+
+    Runs after the body is read and before it is parsed as JSON. Stops when
+    ``flow.response`` is set.
+
+    .. versionadded:: 0.1
+    """
+
+
+@hookspec
+async def transform_request(flow: Flow, app: CodexLB) -> None:
+    """Change the parsed payload (``flow.request.payload``) before routing.
+
+    Call ``flow.request.set_payload(...)`` or set ``payload_modified`` after changing it in
+    place. Stops when ``flow.response`` is set.
+
+    .. versionadded:: 0.1
+    """
+
+
+# ---- routing ---------------------------------------------------------------------------------
+
+
+@hookspec(firstresult=True)
+async def select_account(flow: Flow, candidates: Sequence[Account], app: CodexLB) -> Account | None:
+    """Choose the account that serves ``flow``.
+
+    :param candidates: usable accounts, minus those already tried for this flow.
+    :returns: an account from ``candidates``, or ``None`` to let the next strategy decide.
+
+    Stops at first non-None result. Strategies are asked in ``[pipeline].plugins`` order.
+    Set ``flow.route`` to ``"<strategy>:<reason>"`` when choosing.
+
+    .. versionadded:: 0.1
+    """
+
+
+@hookspec(firstresult=True)
+async def send_upstream(flow: Flow, account: Account, app: CodexLB) -> ProxyResponse | None:
+    """Send the flow to the upstream as ``account`` and return the response head and stream.
+
+    :returns: a :class:`ProxyResponse` whose body streams the upstream bytes, or ``None``.
+    :raises codexlb.UpstreamError: the attempt failed; ``retryable`` allows failover.
+
+    Stops at first non-None result.
+
+    .. versionadded:: 0.1
+    """
+
+
+@hookspec
+async def account_failed(flow: Flow, account: Account, error: FlowError, app: CodexLB) -> None:
+    """Observe a failed attempt (after the core applied cooldowns). Errors are logged.
+
+    .. versionadded:: 0.1
+    """
+
+
+# ---- response phase --------------------------------------------------------------------------
+
+
+@hookspec
+def wrap_response_stream(flow: Flow, stream: AsyncIterator[bytes],
+                         app: CodexLB) -> AsyncIterator[bytes] | None:
+    """Return a new byte stream that wraps ``stream`` (or ``None`` to leave it).
+
+    A synchronous factory: it returns an async iterator, it does not iterate. Wrappers
+    chain; the first plugin in order is the outermost (closest to the client). Raise inside
+    the iterator to end the stream; the core turns that into a terminal error event.
+
+    .. versionadded:: 0.1
+    """
+
+
+# ---- after -----------------------------------------------------------------------------------
+
+
+@hookspec
+async def flow_done(flow: Flow, app: CodexLB) -> None:
+    """Observe a finished flow (after the last byte or a disconnect), off the hot path.
+
+    Runs as a background task; errors are logged under the plugin's name.
+
+    .. versionadded:: 0.1
+    """

@@ -1,0 +1,183 @@
+"""The pipeline: fixed stage order, short-circuits, failover and the error policy.
+
+Request phase (admit → read body → decode → parse → transform) runs the plugins until one
+answers. Routing asks the strategies for an account and the upstream plugin for a response,
+failing over to the next account only before the first byte reaches the client. The response
+stream is tapped for usage and rate limits and wrapped by plugins.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
+
+from codexlb.endpoints import adapter_for
+from codexlb.errors import BadRequest, FlowError, NoAccountAvailable, PoolExhausted, UpstreamError
+from codexlb.flow import Attempt, Flow, ProxyResponse
+from codexlb.streaming import Tap, guard, peek_first_event
+from codexlb.types import Account, AccountStatus
+
+if TYPE_CHECKING:
+    from codexlb.app import CodexLB
+
+log = logging.getLogger("codexlb.pipeline")
+
+
+class Pipeline:
+    """Runs one flow through the stages; never raises for a client or upstream problem."""
+
+    def __init__(self, app: CodexLB) -> None:
+        self.app = app
+        self.hooks = app.hooks
+        self.max_attempts = app.settings.proxy_max_attempts
+
+    async def admit(self, flow: Flow) -> ProxyResponse | None:
+        """The stage before the body is read; an exception refuses the request (fail closed)."""
+        try:
+            await self.hooks.admit_request(flow)
+        except FlowError as exc:
+            return self._fail(flow, exc)
+        except Exception:
+            log.exception("admit_request failed; refusing the request")
+            return self._fail(flow, FlowError("request refused: admission check failed", status=403,
+                                              code="admission_failed"))
+        return flow.response
+
+    async def run(self, flow: Flow) -> ProxyResponse:
+        """Everything after admission: the body is in ``flow.request.body``."""
+        try:
+            return await self._run(flow)
+        except FlowError as exc:
+            return self._fail(flow, exc)
+        except Exception:
+            log.exception("internal error on %s", flow.request.path)
+            return self._fail(flow, FlowError("internal error", status=500, code="internal_error"))
+
+    def _fail(self, flow: Flow, exc: FlowError) -> ProxyResponse:
+        flow.error, flow.error_code = exc, exc.code
+        flow.response = ProxyResponse.from_error(exc)
+        return flow.response
+
+    async def _run(self, flow: Flow) -> ProxyResponse:
+        for stage in (self.hooks.decode_request, self._parse, self.hooks.transform_request):
+            await stage(flow)
+            if flow.response is not None:
+                return flow.response
+        adapter = adapter_for(flow)
+        flow.upstream_method, flow.upstream_path = adapter.method, adapter.upstream_path
+        adapter.prepare(flow)
+        response = await self._route(flow)
+        if response.status != 200:
+            return response
+        stream = None
+        if response.streaming:
+            tap: Tap = flow.stash[Tap.KEY]
+            stream = self.hooks.wrap_response_stream(flow, tap.wrap(response.body))  # type: ignore[arg-type]
+        result = await adapter.respond(flow, response, stream)
+        if result.streaming:
+            result.body = guard(flow, result.body, adapter.terminal_error)  # type: ignore[arg-type]
+        return result
+
+    async def _parse(self, flow: Flow) -> None:
+        req = flow.request
+        if req.method != "POST":
+            return
+        ctype = req.headers.get("content-type", "application/json").split(";")[0].strip().lower()
+        if ctype and ctype != "application/json" and not ctype.endswith("+json"):
+            raise FlowError(f"Content-Type must be application/json, not {ctype!r}", status=415,
+                            code="unsupported_media_type")
+        if not req.body:
+            raise BadRequest("request body is empty; expected a JSON object", code="invalid_json")
+        try:
+            payload = json.loads(req.body)
+        except UnicodeDecodeError:
+            raise BadRequest("request body is not valid UTF-8", code="invalid_json") from None
+        except ValueError as exc:
+            raise BadRequest(f"request body is not valid JSON: {exc}", code="invalid_json") from None
+        if not isinstance(payload, dict):
+            raise BadRequest("request body must be a JSON object", code="invalid_json")
+        req.payload = payload
+
+    # -- routing -------------------------------------------------------------------------
+
+    async def _route(self, flow: Flow) -> ProxyResponse:
+        pool, tokens = self.app.pool, self.app.tokens
+        refreshed: set[str] = set()
+        last_error: UpstreamError | None = None
+        while len(flow.attempts) < self.max_attempts:
+            candidates = pool.usable(exclude=[a.account_id for a in flow.attempts])
+            if not candidates:
+                break
+            account = await self.hooks.select_account(flow, candidates)
+            if account is None:
+                break
+            flow.account = account
+            try:
+                response = await self._attempt(flow, account)
+            except UpstreamError as exc:
+                if exc.upstream_status == 401 and account.id not in refreshed:
+                    refreshed.add(account.id)
+                    if await tokens.refresh(account, force=True):
+                        flow.route = f"{flow.route.split(':')[0]}:retry-after-401"
+                        continue
+                flow.attempts.append(Attempt(account.id, exc, exc.upstream_status))
+                self._penalise(account, exc)
+                await self.hooks.account_failed(flow, account, exc)
+                last_error = exc
+                if not exc.retryable:
+                    raise
+                strategy = flow.route.split(":")[0] or "route"
+                flow.route = f"{strategy}:fallback-after-{exc.upstream_status or exc.code}"
+                continue
+            flow.attempts.append(Attempt(account.id, None, response.status))
+            pool.touch(account)
+            return response
+        raise self._no_account(last_error)
+
+    async def _attempt(self, flow: Flow, account: Account) -> ProxyResponse:
+        response = await self.hooks.send_upstream(flow, account)
+        if response is None:
+            raise FlowError("no plugin sent the request upstream", status=500, code="no_upstream")
+        if response.status == 200 and response.streaming:
+            tap = Tap(flow, account, self.app)
+            flow.stash[Tap.KEY] = tap
+            response.body = await peek_first_event(tap, response.body)  # type: ignore[arg-type]
+        return response
+
+    def _penalise(self, account: Account, exc: UpstreamError) -> None:
+        pool, now = self.app.pool, time.time()
+        if exc.reset_at is not None:
+            pool.cool_down(account, exc.reset_at, status=AccountStatus.RATE_LIMITED, reason=exc.code)
+        elif exc.code == "account_deactivated":
+            pool.set_status(account, AccountStatus.DEACTIVATED, exc.message[:200])
+        elif exc.upstream_status == 401:
+            pool.cool_down(account, now + 60)
+        elif exc.cooldown_seconds:
+            pool.cool_down(account, now + exc.cooldown_seconds)
+
+    def _no_account(self, last_error: UpstreamError | None) -> FlowError:
+        pool = self.app.pool
+        if not pool.accounts:
+            return NoAccountAvailable(
+                "no accounts are configured; add one with `codexlb accounts login` or "
+                "`codexlb accounts import ~/.codex/auth.json`")
+        if last_error is not None and last_error.code != "usage_limit_reached":
+            return last_error
+        available_at = pool.next_available_at()
+        if available_at is None:
+            return NoAccountAvailable("no account is usable (all paused, deactivated or need re-login); "
+                                      "see `codexlb accounts list`")
+        wait = max(1, math.ceil(available_at - time.time()))
+        return PoolExhausted(
+            "The usage limit has been reached on every pooled account", code="usage_limit_reached",
+            extra={"resets_at": int(available_at), "resets_in_seconds": wait},
+            headers={"retry-after": str(wait)})
+
+
+async def drain(stream: AsyncIterator[bytes]) -> bytes:
+    """Collect a whole byte stream (used for non-streamed answers)."""
+    return b"".join([chunk async for chunk in stream])

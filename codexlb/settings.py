@@ -1,0 +1,335 @@
+"""Settings: every value, its type, default and check, loaded with dynaconf.
+
+Precedence, highest first: process environment (``CODEX_LB_*``) > ``.env.local`` > ``.env`` >
+``settings.toml`` > the defaults declared on :class:`Settings`. Nested keys use ``__``
+(``CODEX_LB_PLUGINS__FIREWALL__ALLOW``). :func:`load_settings` reports every bad value at once.
+"""
+
+from __future__ import annotations
+
+import difflib
+import ipaddress
+import os
+from collections.abc import Mapping
+from dataclasses import MISSING, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from dotenv import dotenv_values
+from dynaconf import Dynaconf
+from dynaconf.utils.parse_conf import parse_conf_data
+
+from codexlb.errors import ConfigError
+
+PREFIX = "CODEX_LB_"
+DEFAULT_PLUGINS = (
+    "firewall", "decompress", "image_inline",
+    "select_sticky", "select_least_used", "select_round_robin",
+    "upstream", "sse_limit", "log_db", "log_stdout",
+)
+SECRET_MARKERS = ("KEY", "TOKEN", "SECRET", "PASSWORD")
+
+
+def _in_container() -> bool:
+    return Path("/.dockerenv").exists() or bool(os.environ.get("container"))
+
+
+def setting(default: Any, help: str, *, min: float | None = None, max: float | None = None,
+            kind: str | None = None, choices: tuple[str, ...] | None = None) -> Any:
+    """Declare one setting: its default, a one-line help text and its limits."""
+    meta = {"help": help, "min": min, "max": max, "kind": kind, "choices": choices}
+    if isinstance(default, list | tuple):
+        return field(default_factory=lambda: tuple(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Effective settings. Field names are the setting names without ``CODEX_LB_``, lower-cased."""
+
+    # -- server ---------------------------------------------------------------------------
+    host: str = setting("127.0.0.1", "listen address")
+    port: int = setting(2455, "listen port", min=0, max=65535)
+    data_dir: str = setting("~/.codex-lb", "folder for the database, key file and backups", kind="path")
+    shutdown_grace_seconds: float = setting(30.0, "how long in-flight streams may finish on SIGTERM", min=0)
+    allow_unrestricted_bind: bool = setting(
+        False, "allow a non-loopback listen address without a firewall allowlist or API keys")
+    api_keys: tuple[str, ...] = setting((), "client API keys (comma-separated); empty: none required",
+                                        kind="list")
+    proxy_max_attempts: int = setting(4, "accounts tried for one request before giving up", min=1, max=50)
+    # -- database -------------------------------------------------------------------------
+    database_url: str = setting("sqlite+aiosqlite:///~/.codex-lb/store.db",
+                                "SQLite (default) or postgresql+asyncpg://user:pass@host:5432/db",
+                                kind="db_url")
+    database_migrate_on_startup: bool = setting(True, "run Alembic migrations to head at start")
+    database_sqlite_pre_migrate_backup_enabled: bool = setting(
+        True, "copy the SQLite file before a migration actually runs")
+    database_sqlite_pre_migrate_backup_max_files: int = setting(5, "backups kept", min=1)
+    database_pool_size: int = setting(15, "connection pool size (PostgreSQL)", min=1)
+    database_max_overflow: int = setting(10, "connections beyond the pool (PostgreSQL)", min=0)
+    database_pool_timeout_seconds: float = setting(30.0, "wait for a pooled connection", min=0)
+    database_migrations_fail_fast: bool = setting(True, "a failed migration stops the program")
+    database_alembic_auto_remap_enabled: bool = setting(
+        True, "rewrite known legacy revision ids in alembic_version before migrating")
+    # -- upstream -------------------------------------------------------------------------
+    upstream_base_url: str = setting("https://chatgpt.com/backend-api", "ChatGPT backend base URL",
+                                     kind="url")
+    upstream_connect_timeout_seconds: float = setting(30.0, "connect timeout for upstream requests",
+                                                      min=0.001)
+    stream_idle_timeout_seconds: float = setting(300.0, "longest silence on a stream before it ends",
+                                                 min=0.001)
+    # -- OAuth and token refresh ---------------------------------------------------------
+    auth_base_url: str = setting("https://auth.openai.com", "OpenAI auth service", kind="url")
+    oauth_client_id: str = setting("app_EMoamEEZ73f0CkXaXp7hrann", "OAuth client id")
+    oauth_scope: str = setting("openid profile email", "scopes requested at login")
+    oauth_timeout_seconds: float = setting(30.0, "timeout for authorization and code exchange", min=0.001)
+    oauth_redirect_uri: str = setting("http://localhost:1455/auth/callback", "registered redirect URI",
+                                      kind="url")
+    oauth_callback_host: str = setting("0.0.0.0" if _in_container() else "127.0.0.1",
+                                       "bind host of the login callback server")
+    oauth_callback_port: int = setting(1455, "port of the login callback server", min=0, max=65535)
+    token_refresh_timeout_seconds: float = setting(30.0, "timeout for a token refresh", min=0.001)
+    token_refresh_interval_days: int = setting(8, "refresh tokens older than this", min=1)
+    # -- encryption -----------------------------------------------------------------------
+    encryption_key_file: str = setting("~/.codex-lb/encryption.key", "Fernet key for tokens at rest",
+                                       kind="path")
+    # -- usage tracking -------------------------------------------------------------------
+    usage_fetch_timeout_seconds: float = setting(10.0, "timeout of one usage fetch", min=0.001)
+    usage_fetch_max_retries: int = setting(2, "retries of a failed usage fetch", min=0, max=20)
+    usage_refresh_enabled: bool = setting(True, "refresh every account's usage in the background")
+    usage_refresh_interval_seconds: int = setting(60, "interval between usage refreshes", min=1)
+    usage_history_retention_days: int = setting(30, "days of usage snapshots kept", min=1)
+    # -- firewall -------------------------------------------------------------------------
+    firewall_trust_proxy_headers: bool = setting(False, "use X-Forwarded-For from trusted proxies")
+    firewall_trusted_proxy_cidrs: tuple[str, ...] = setting(
+        ("127.0.0.1/32", "::1/128"), "peers whose forwarded headers are trusted (comma-separated CIDRs)",
+        kind="cidrs")
+    # -- logging, limits, images, model registry -----------------------------------------
+    log_level: str = setting("INFO", "log level", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
+    log_proxy_request_shape: bool = setting(False, "log the shape of each proxied request")
+    log_proxy_request_shape_raw_cache_key: bool = setting(False, "raw prompt cache key in shape logs")
+    log_proxy_request_payload: bool = setting(False, "log full request payloads (sensitive)")
+    max_decompressed_body_bytes: int = setting(33554432, "largest request body after decompression", min=1)
+    max_sse_event_bytes: int = setting(2097152, "largest single upstream SSE event", min=1024)
+    image_inline_fetch_enabled: bool = setting(True, "fetch image URLs in requests and inline them")
+    image_inline_allowed_hosts: tuple[str, ...] = setting((), "hosts allowed for inline fetching",
+                                                          kind="list")
+    model_registry_enabled: bool = setting(True, "keep the model list in sync with upstream")
+    model_registry_refresh_interval_seconds: int = setting(300, "model registry refresh interval", min=1)
+    model_registry_client_version: str = setting("0.101.0", "client version sent to the model registry")
+    # -- plugins (from [pipeline] and [plugins.<name>]) ----------------------------------
+    pipeline_plugins: tuple[str, ...] = setting(DEFAULT_PLUGINS, "enabled plugins, in order", kind="list")
+    plugin_options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict, metadata={"help": ""})
+    sources: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False,
+                                       metadata={"help": ""})
+
+    def options_for(self, plugin: str) -> Mapping[str, Any]:
+        """The ``[plugins.<name>]`` table of one plugin (empty when absent)."""
+        return self.plugin_options.get(plugin, {})
+
+    def path(self, name: str) -> Path:
+        """A path setting with ``~`` expanded."""
+        return Path(os.path.expanduser(getattr(self, name)))
+
+    @property
+    def sqlite_path(self) -> Path | None:
+        """The database file when the URL is SQLite (``None`` for in-memory or PostgreSQL)."""
+        if not self.database_url.startswith("sqlite"):
+            return None
+        raw = self.database_url.split(":///", 1)[1] if ":///" in self.database_url else ""
+        return None if raw in ("", ":memory:") else Path(raw)
+
+    def ensure_dirs(self) -> None:
+        """Create the parent folders of the data files."""
+        self.path("data_dir").mkdir(parents=True, exist_ok=True)
+        self.path("encryption_key_file").parent.mkdir(parents=True, exist_ok=True)
+        if self.sqlite_path is not None:
+            self.sqlite_path.parent.mkdir(parents=True, exist_ok=True)
+
+
+SETTING_FIELDS = {f.name.upper(): f for f in fields(Settings) if f.name not in ("plugin_options", "sources")}
+
+
+def is_secret(name: str) -> bool:
+    """Whether a setting's value must be masked when shown."""
+    return any(marker in name.upper() for marker in SECRET_MARKERS) and not name.upper().endswith("_FILE")
+
+
+def mask(name: str, value: Any) -> Any:
+    """The value as it may be shown to a person."""
+    if is_secret(name) and value:
+        return "***"
+    if name.upper() == "DATABASE_URL" and isinstance(value, str) and "@" in value and ":" in value:
+        scheme, rest = value.split("://", 1)
+        creds, host = rest.rsplit("@", 1)
+        return f"{scheme}://{creds.split(':', 1)[0]}:***@{host}" if ":" in creds else value
+    return value
+
+
+def load_settings(root: str | Path | None = None, environ: Mapping[str, str] | None = None,
+                  **overrides: Any) -> Settings:
+    """Load, merge and validate settings; raise :class:`ConfigError` listing every problem.
+
+    :param root: folder holding ``settings.toml``, ``.env`` and ``.env.local`` (default: cwd).
+    :param environ: the process environment (default: ``os.environ``).
+    :param overrides: values that win over everything (used by the CLI's ``--host``/``--port``).
+    """
+    root = Path(root or os.getcwd())
+    environ = os.environ if environ is None else environ
+    toml_file = Path(environ.get(PREFIX + "SETTINGS_FILE") or root / "settings.toml")
+    dyn = Dynaconf(settings_files=[str(toml_file)] if toml_file.exists() else [], environments=True,
+                   env=environ.get(PREFIX + "ENV", "default"), loaders=[],
+                   merge_enabled=True)
+    sources: dict[str, str] = {}
+    raw: dict[str, Any] = {}
+    problems: list[str] = []
+    for key, value in dyn.as_dict(internal=False).items():
+        _take(raw, sources, key, value, toml_file.name, problems)
+    layers = [(".env", dotenv_values(root / ".env")), (".env.local", dotenv_values(root / ".env.local")),
+              ("environment", environ)]
+    for label, values in layers:
+        for name, text in values.items():
+            if name.startswith(PREFIX) and name not in (PREFIX + "ENV", PREFIX + "SETTINGS_FILE"):
+                _take(raw, sources, name[len(PREFIX):], _parse_env(text), label, problems)
+    for key, value in overrides.items():
+        if value is not None:
+            raw[key.upper()], sources[key.upper()] = value, "command line"
+    return _build(raw, sources, problems)
+
+
+def _parse_env(text: str | None) -> Any:
+    return parse_conf_data(text or "", tomlfy=True)
+
+
+def _take(raw: dict[str, Any], sources: dict[str, str], key: str, value: Any, label: str,
+          problems: list[str]) -> None:
+    """Put one (possibly nested, ``A__B__C``) value into ``raw``, remembering where it came from."""
+    parts = key.upper().split("__")
+    head = parts[0]
+    if head == "PIPELINE" and len(parts) == 1 and isinstance(value, Mapping):
+        for sub, val in value.items():
+            _take(raw, sources, f"PIPELINE__{sub}", val, label, problems)
+        return
+    if head == "PIPELINE":
+        if parts[1:] != ["PLUGINS"]:
+            problems.append(f"PIPELINE__{'__'.join(parts[1:])}: unknown key (allowed: pipeline.plugins)")
+            return
+        raw["PIPELINE_PLUGINS"], sources["PIPELINE_PLUGINS"] = value, label
+        return
+    if head == "PLUGINS":
+        options = raw.setdefault("PLUGINS", {})
+        if len(parts) == 1:
+            if not isinstance(value, Mapping):
+                problems.append(f"PLUGINS: value {value!r} is not a table of plugin options")
+                return
+            for name, table in value.items():
+                _take(raw, sources, f"PLUGINS__{name}", table, label, problems)
+            return
+        name = parts[1].lower()
+        if len(parts) == 2:
+            if not isinstance(value, Mapping):
+                problems.append(f"PLUGINS__{parts[1]}: value {value!r} is not a table of options")
+                return
+            for opt, val in value.items():
+                _take(raw, sources, f"PLUGINS__{name}__{opt}", val, label, problems)
+            return
+        options.setdefault(name, {})["__".join(parts[2:]).lower()] = value
+        sources[f"PLUGINS.{name}.{'.'.join(parts[2:]).lower()}"] = label
+        return
+    if key.upper() not in SETTING_FIELDS:
+        close = difflib.get_close_matches(key.upper(), SETTING_FIELDS, n=3)
+        hint = f" (did you mean {', '.join(close)}?)" if close else ""
+        problems.append(f"{PREFIX}{key.upper()}: unknown setting from {label}{hint}")
+        return
+    raw[key.upper()], sources[key.upper()] = value, label
+
+
+def _build(raw: dict[str, Any], sources: dict[str, str], problems: list[str]) -> Settings:
+    values: dict[str, Any] = {}
+    for name, f in SETTING_FIELDS.items():
+        if name not in raw:
+            sources.setdefault(name, "default")
+        value = raw.get(name, getattr(Settings, f.name, None) if f.default_factory is MISSING
+                         else f.default_factory())
+        try:
+            values[f.name] = _convert(f, value)
+        except ValueError as exc:
+            problems.append(f"{PREFIX}{name}: invalid value {value!r}: {exc}")
+    if problems:
+        raise ConfigError(problems)
+    return Settings(**values, plugin_options=raw.get("PLUGINS", {}), sources=sources)
+
+
+_TRUE, _FALSE = {"true", "1", "yes", "on"}, {"false", "0", "no", "off"}
+
+
+def _convert(f: Any, value: Any) -> Any:  # noqa: C901 - one branch per type is clearest
+    meta, kind, typ = f.metadata, f.metadata.get("kind"), str(f.type)
+    if typ == "bool":
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, int | str) and str(value).strip().lower() in _TRUE | _FALSE:
+            return str(value).strip().lower() in _TRUE
+        raise ValueError("allowed: true or false")
+    if typ in ("int", "float"):
+        if isinstance(value, bool) or not isinstance(value, int | float | str):
+            raise ValueError(f"allowed: a number ({typ})")
+        try:
+            number = int(value) if typ == "int" else float(value)
+        except (TypeError, ValueError):
+            raise ValueError(f"allowed: a number ({typ})") from None
+        if typ == "int" and isinstance(value, float) and value != int(value):
+            raise ValueError("allowed: a whole number")
+        low, high = meta.get("min"), meta.get("max")
+        if (low is not None and number < low) or (high is not None and number > high):
+            bounds = f"{low if low is not None else '-inf'}..{high if high is not None else 'inf'}"
+            raise ValueError(f"allowed: {bounds}")
+        return number
+    if typ.startswith("tuple"):
+        items = _as_list(value)
+        if kind == "cidrs":
+            for item in items:
+                try:
+                    ipaddress.ip_network(item, strict=False)
+                except ValueError:
+                    raise ValueError(f"{item!r} is not a CIDR; allowed: comma-separated CIDRs "
+                                     "such as 10.0.0.0/8,::1/128") from None
+        return tuple(items)
+    if not isinstance(value, str | int | float) or isinstance(value, bool):
+        raise ValueError("allowed: a string")
+    value = str(value)
+    if meta.get("choices") and value.upper() not in meta["choices"]:
+        raise ValueError(f"allowed: {', '.join(meta['choices'])}")
+    if meta.get("choices"):
+        return value.upper()
+    if kind == "db_url":
+        return _database_url(value)
+    if kind == "url" and not value.startswith(("http://", "https://")):
+        raise ValueError("allowed: an http:// or https:// URL")
+    if kind == "path":
+        return os.path.expanduser(value)
+    return value
+
+
+def _as_list(value: Any) -> list[str]:
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    if isinstance(value, list | tuple):
+        return [str(part).strip() for part in value if str(part).strip()]
+    raise ValueError("allowed: a comma-separated string or a list")
+
+
+_DRIVERS = {"sqlite": "sqlite+aiosqlite", "sqlite+aiosqlite": "sqlite+aiosqlite",
+            "postgresql": "postgresql+asyncpg", "postgres": "postgresql+asyncpg",
+            "postgresql+asyncpg": "postgresql+asyncpg"}
+
+
+def _database_url(value: str) -> str:
+    scheme, sep, rest = value.partition("://")
+    if not sep or scheme not in _DRIVERS:
+        raise ValueError("unknown database driver; allowed: sqlite+aiosqlite:///PATH or "
+                         "postgresql+asyncpg://USER:PASS@HOST:PORT/DB")
+    scheme = _DRIVERS[scheme]
+    if scheme.startswith("sqlite") and rest.startswith("/~"):
+        rest = "/" + os.path.expanduser(rest[1:])
+    return f"{scheme}://{rest}"

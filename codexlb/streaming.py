@@ -1,0 +1,163 @@
+"""Response streams: the usage tap, the first-event peek that allows failover, the terminal guard."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import TYPE_CHECKING, Any
+
+from codexlb import ratelimits
+from codexlb.errors import FlowError, UpstreamError
+from codexlb.flow import Flow, StashKey
+from codexlb.sse import SSEEvent, SSEScanner, usage_from_completed
+from codexlb.upstream_errors import classify_event
+
+if TYPE_CHECKING:
+    from codexlb.app import CodexLB
+    from codexlb.types import Account
+
+log = logging.getLogger("codexlb.streaming")
+PEEK_LIMIT_BYTES = 256 * 1024
+TERMINAL = ("response.completed", "response.failed", "response.incomplete", "error")
+
+
+def event_type(event: SSEEvent) -> str | None:
+    """The event's type from its ``event:`` line, else from the JSON ``type`` field."""
+    return event.type
+
+
+class Tap:
+    """Reads the upstream stream as it passes: usage, rate limits, terminal events."""
+
+    KEY: StashKey[Tap] = StashKey()
+
+    def __init__(self, flow: Flow, account: Account, app: CodexLB) -> None:
+        self.flow, self.account, self.app = flow, account, app
+        self.scanner = SSEScanner(max(app.settings.max_sse_event_bytes * 2, 1 << 20))
+        self.terminal: str | None = None
+
+    def feed(self, chunk: bytes) -> None:
+        for event in self.scanner.feed(chunk):
+            kind = event_type(event)
+            if kind == "codex.rate_limits":
+                self._rate_limits(event)
+            elif kind in TERMINAL:
+                self._terminal(kind, event)
+
+    def _rate_limits(self, event: SSEEvent) -> None:
+        try:
+            if ratelimits.apply_event(self.account, event.json()):
+                self.app.pool.mark_dirty(self.account)
+        except ValueError:
+            log.debug("unreadable codex.rate_limits event")
+
+    def _terminal(self, kind: str, event: SSEEvent) -> None:
+        self.terminal = kind
+        try:
+            payload: dict[str, Any] = event.json()
+        except ValueError:
+            return
+        response = payload.get("response") or {}
+        if kind in ("response.completed", "response.incomplete") and response.get("usage"):
+            self.flow.usage = usage_from_completed(payload)
+        elif kind in ("response.failed", "error"):
+            err = response.get("error") or payload.get("error") or payload
+            self.flow.error_code = str((err or {}).get("code") or kind)
+
+    async def wrap(self, stream: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+        flow = self.flow
+        async for chunk in stream:
+            if flow.first_byte_at is None:
+                flow.first_byte_at = time.time()
+            self.feed(chunk)
+            yield chunk
+        if self.terminal is None:
+            raise UpstreamError("stream closed before response.completed", code="stream_incomplete",
+                                phase="stream", retryable=False)
+
+
+async def peek_first_event(tap: Tap, body: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    """Hold the stream until its first real event; fail over if that event is a retryable failure.
+
+    ``codex.*`` events that precede ``response.created`` are held too. Returns a stream that
+    replays what was read, then continues with the rest.
+    """
+    scanner = SSEScanner(max(tap.app.settings.max_sse_event_bytes * 2, 1 << 20))
+    buffered: list[bytes] = []
+    size, decided = 0, False
+    iterator = body.__aiter__()
+    try:
+        while not decided and size < PEEK_LIMIT_BYTES:
+            try:
+                chunk = await iterator.__anext__()
+            except StopAsyncIteration:
+                break
+            buffered.append(chunk)
+            size += len(chunk)
+            for event in scanner.feed(chunk):
+                kind = event_type(event)
+                if kind is None or kind.startswith("codex."):
+                    tap._rate_limits(event) if kind == "codex.rate_limits" else None
+                    continue
+                decided = True
+                if kind in ("response.failed", "error"):
+                    error = classify_event(event.json())
+                    if error is not None:
+                        raise error
+                break
+    except FlowError:
+        await _close(iterator)
+        raise
+    except Exception as exc:
+        await _close(iterator)
+        raise UpstreamError(f"upstream stream failed before the first event: {type(exc).__name__}",
+                            code="upstream_stream_error", phase="first_event",
+                            cooldown_seconds=5.0) from exc
+    except BaseException:
+        await _close(iterator)
+        raise
+    return _replay(buffered, iterator)
+
+
+async def _replay(buffered: list[bytes], rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    try:
+        for chunk in buffered:
+            yield chunk
+        buffered.clear()
+        async for chunk in rest:
+            yield chunk
+    finally:
+        await _close(rest)
+
+
+async def _close(iterator: AsyncIterator[bytes]) -> None:
+    aclose = getattr(iterator, "aclose", None)
+    if aclose is not None:
+        try:
+            await aclose()
+        except Exception:
+            log.debug("closing upstream stream failed", exc_info=True)
+
+
+async def guard(flow: Flow, stream: AsyncIterator[bytes],
+                terminal: Callable[[str, str], bytes]) -> AsyncIterator[bytes]:
+    """Pass ``stream`` through; an error after the first byte ends it with a terminal event."""
+    try:
+        async for chunk in stream:
+            yield chunk
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:
+        if isinstance(exc, FlowError):
+            code, message = exc.code, exc.message
+        elif isinstance(exc, TimeoutError):
+            code, message = "stream_idle_timeout", "upstream stream went silent"
+        else:
+            code, message = "upstream_stream_error", f"upstream stream failed: {type(exc).__name__}"
+        flow.error_code = code
+        log.warning("stream of flow %s ended early: %s (%s)", flow.id, code, message)
+        yield terminal(code, message)
+    finally:
+        await _close(stream)

@@ -1,0 +1,94 @@
+"""Domain types shared by the core and plugins: accounts and their usage windows."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+
+class AccountStatus(StrEnum):
+    """Lifecycle of a pooled account. Only ``active`` accounts are routed to."""
+
+    ACTIVE = "active"
+    PAUSED = "paused"
+    RATE_LIMITED = "rate_limited"
+    QUOTA_EXCEEDED = "quota_exceeded"
+    REAUTH_REQUIRED = "reauth_required"
+    DEACTIVATED = "deactivated"
+
+
+@dataclass(slots=True)
+class UsageWindow:
+    """One rate-limit window as the upstream reports it."""
+
+    used_percent: float = 0.0
+    """0..100, share of the window's quota already spent."""
+    window_minutes: int | None = None
+    """Length of the window (300 for the 5-hour window, 10080 for the weekly one)."""
+    resets_at: float | None = None
+    """Unix time when the window resets."""
+
+    @property
+    def remaining_percent(self) -> float:
+        return max(0.0, 100.0 - self.used_percent)
+
+    def seconds_to_reset(self, now: float | None = None) -> float | None:
+        if self.resets_at is None:
+            return None
+        return max(0.0, self.resets_at - (now if now is not None else time.time()))
+
+
+@dataclass(slots=True, eq=False)
+class Account:
+    """In-memory state of one pooled account (no secrets: tokens live in the account store).
+
+    Plugins read it; the core and the usage tracker update it in place, so a selection always
+    sees the newest rate-limit headers without a database round-trip.
+    """
+
+    id: str
+    """Stable internal id (primary key)."""
+    label: str = ""
+    email: str | None = None
+    chatgpt_account_id: str | None = None
+    plan_type: str | None = None
+    status: AccountStatus = AccountStatus.ACTIVE
+    status_reason: str | None = None
+    priority: int = 0
+    cooldown_until: float = 0.0
+    """Unix time before which the account is not routed to (short cooldowns and usage limits)."""
+    last_used_at: float | None = None
+    primary: UsageWindow = field(default_factory=UsageWindow)
+    """The short (5-hour) window."""
+    secondary: UsageWindow = field(default_factory=UsageWindow)
+    """The weekly window."""
+    credits: float | None = None
+
+    def usable(self, now: float | None = None) -> bool:
+        """Active and not cooling down."""
+        now = time.time() if now is None else now
+        if self.status is not AccountStatus.ACTIVE:
+            return False
+        return self.cooldown_until <= now
+
+    @property
+    def weekly_remaining_pct(self) -> float:
+        return self.secondary.remaining_percent
+
+    @property
+    def short_remaining_pct(self) -> float:
+        return self.primary.remaining_percent
+
+    def __repr__(self) -> str:
+        return f"Account(id={self.id!r}, label={self.label!r}, status={self.status.value})"
+
+
+@dataclass(frozen=True, slots=True)
+class TokenUsage:
+    """Tokens of one response, from ``response.completed``."""
+
+    input: int = 0
+    cached: int = 0
+    output: int = 0
+    reasoning: int = 0

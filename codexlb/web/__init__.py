@@ -1,0 +1,1 @@
+"""Quart blueprints: the proxy routes, Codex start-up calls, health and admin."""

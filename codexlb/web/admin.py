@@ -1,0 +1,53 @@
+"""Health, readiness, and JSON error handlers for the whole app."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from quart import Blueprint, Quart, current_app, jsonify
+from werkzeug.exceptions import HTTPException
+
+from codexlb.app import lb_of
+
+blueprint = Blueprint("admin", __name__)
+log = logging.getLogger("codexlb.web")
+
+
+@blueprint.get("/healthz")
+async def healthz() -> Any:
+    """The process is alive."""
+    return jsonify({"status": "ok"})
+
+
+@blueprint.get("/readyz")
+async def readyz() -> Any:
+    """The database is reachable and migrated; otherwise 503 with what is not ready."""
+    state = await lb_of(current_app).check_ready()  # type: ignore[arg-type]
+    return jsonify(state), 200 if state["ready"] else 503
+
+
+def _error(status: int, code: str, message: str) -> Any:
+    kind = "invalid_request_error" if status < 500 else "server_error"
+    return jsonify({"error": {"message": message, "type": kind, "code": code}}), status
+
+
+def install_error_handlers(app: Quart) -> None:
+    """Every error, including unknown routes and methods, in OpenAI's ``{"error": {...}}`` shape."""
+
+    @app.errorhandler(HTTPException)
+    async def http_error(exc: HTTPException) -> Any:
+        code = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large",
+                431: "request_header_fields_too_large"}.get(exc.code or 500, "http_error")
+        message = exc.description or exc.name
+        if exc.code == 404:
+            message = "unknown route; see README for the served routes"
+        if exc.code == 413:
+            message = ("request body exceeds the limit (CODEX_LB_MAX_DECOMPRESSED_BODY_BYTES = "
+                       f"{current_app.config['MAX_CONTENT_LENGTH']})")
+        return _error(exc.code or 500, code, message)
+
+    @app.errorhandler(Exception)
+    async def internal_error(exc: Exception) -> Any:
+        log.exception("unhandled error")
+        return _error(500, "internal_error", "internal error")

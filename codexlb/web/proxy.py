@@ -1,0 +1,104 @@
+"""The proxied routes: each request becomes a :class:`Flow` run through the pipeline."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+
+from quart import Blueprint, Response, current_app, request
+
+from codexlb.app import CodexLB, lb_of
+from codexlb.flow import Flow, ProxyRequest, ProxyResponse
+
+blueprint = Blueprint("proxy", __name__)
+
+ROUTES = {
+    ("POST", "/backend-api/codex/responses"): "codex_responses",
+    ("POST", "/v1/responses"): "responses",
+    ("POST", "/v1/chat/completions"): "chat_completions",
+    ("GET", "/v1/models"): "models",
+    ("GET", "/backend-api/codex/models"): "codex_models",
+}
+
+
+def make_flow(endpoint: str) -> Flow:
+    """A flow for the current Quart request (body not read yet)."""
+    client = request.scope.get("client") or ("127.0.0.1", 0)
+    headers = {k.lower(): v for k, v in request.headers.items()}
+    peer = str(client[0])
+    return Flow(ProxyRequest(method=request.method, path=request.path, endpoint=endpoint, headers=headers,
+                             query=request.query_string.decode("latin-1"), peer_ip=peer, client_ip=peer))
+
+
+async def read_body(limit: int) -> bytes | None:
+    """The raw body, or ``None`` when it is larger than ``limit``."""
+    declared = request.content_length
+    if declared is not None and declared > limit:
+        return None
+    parts, size = [], 0
+    async for chunk in request.body:
+        size += len(chunk)
+        if size > limit:
+            return None
+        parts.append(chunk)
+    return b"".join(parts)
+
+
+async def handle(endpoint: str) -> Response:
+    lb = lb_of(current_app)  # type: ignore[arg-type]
+    flow = make_flow(endpoint)
+    result = await lb.pipeline.admit(flow)
+    if result is None:
+        body = await read_body(lb.settings.max_decompressed_body_bytes)
+        if body is None:
+            flow.reject(413, "payload_too_large",
+                        f"request body exceeds {lb.settings.max_decompressed_body_bytes} bytes "
+                        "(CODEX_LB_MAX_DECOMPRESSED_BODY_BYTES)")
+            result = flow.response
+        else:
+            flow.request.body = body
+            result = await lb.pipeline.run(flow)
+    assert result is not None
+    return to_quart(lb, flow, result)
+
+
+def to_quart(lb: CodexLB, flow: Flow, result: ProxyResponse) -> Response:
+    """Turn the pipeline's answer into a Quart response; ``flow_done`` runs after the last byte."""
+    flow.status = result.status
+    headers = list(result.headers)
+    if flow.account is not None:
+        headers.append(("x-codexlb-account", flow.account.label))
+    if flow.route:
+        headers.append(("x-codexlb-route", flow.route))
+    if isinstance(result.body, bytes):
+        flow.first_byte_at = flow.first_byte_at or time.time()
+        flow.finished_at = time.time()
+        current_app.add_background_task(lb.hooks.flow_done, flow)
+        return Response(result.body, status=result.status, headers=headers)
+    response = Response(_finishing(lb, flow, result.body), status=result.status, headers=headers)
+    response.timeout = None
+    return response
+
+
+async def _finishing(lb: CodexLB, flow: Flow, body: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    try:
+        async for chunk in body:
+            yield chunk
+    finally:
+        flow.finished_at = time.time()
+        aclose = getattr(body, "aclose", None)
+        if aclose is not None:
+            await aclose()
+        lb.quart.add_background_task(lb.hooks.flow_done, flow)  # type: ignore[union-attr]
+
+
+def _view(endpoint: str):  # type: ignore[no-untyped-def]
+    async def view() -> Response:
+        return await handle(endpoint)
+
+    view.__name__ = endpoint
+    return view
+
+
+for (method, path), name in ROUTES.items():
+    blueprint.add_url_rule(path, name, _view(name), methods=[method])
