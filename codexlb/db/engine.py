@@ -1,0 +1,77 @@
+"""Async engines and session factories for SQLite (default) and PostgreSQL.
+
+SQLite: every connection gets WAL, ``foreign_keys=ON``, ``synchronous=FULL`` and a busy timeout, and
+SQLAlchemy (not the driver) emits ``BEGIN``, so DDL is transactional and a session can ask for a write
+lock up front with the :data:`BEGIN_IMMEDIATE` execution options (see ``AccountStore.refresh_locked``).
+PostgreSQL: a pre-pinged pool sized from settings.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import event
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+
+if TYPE_CHECKING:
+    from codexlb.settings import Settings
+
+SQLITE_BUSY_TIMEOUT_MS = 60_000
+"""How long a SQLite writer waits for the write lock (covers a token refresh holding it)."""
+
+BEGIN_IMMEDIATE: dict[str, Any] = {"codexlb_sqlite_begin": "BEGIN IMMEDIATE"}
+"""Execution options that make a SQLite transaction take the write lock at ``BEGIN`` (ignored elsewhere)."""
+
+
+def is_sqlite(engine_or_url: AsyncEngine | str) -> bool:
+    """Whether an engine or URL is SQLite."""
+    url = engine_or_url if isinstance(engine_or_url, str) else engine_or_url.url
+    return make_url(url).get_backend_name() == "sqlite"
+
+
+def make_engine(settings: Settings, **kwargs: Any) -> AsyncEngine:
+    """Create the engine for ``settings.database_url``; ``kwargs`` go to ``create_async_engine``."""
+    url = settings.database_url
+    if is_sqlite(url):
+        if settings.sqlite_path is not None:
+            settings.sqlite_path.parent.mkdir(parents=True, exist_ok=True)
+        connect_args = {"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000, **kwargs.pop("connect_args", {})}
+        engine = create_async_engine(url, connect_args=connect_args, **kwargs)
+        _configure_sqlite(engine)
+        return engine
+    options: dict[str, Any] = {
+        "pool_size": settings.database_pool_size,
+        "max_overflow": settings.database_max_overflow,
+        "pool_timeout": settings.database_pool_timeout_seconds,
+        "pool_pre_ping": True,
+    }
+    if "poolclass" in kwargs:  # e.g. NullPool for one-shot commands: sizing options do not apply
+        options = {}
+    return create_async_engine(url, **{**options, **kwargs})
+
+
+def make_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    """Session factory; objects stay readable after commit."""
+    return async_sessionmaker(engine, expire_on_commit=False)
+
+
+def _configure_sqlite(engine: AsyncEngine) -> None:
+    sync_engine = engine.sync_engine
+
+    @event.listens_for(sync_engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Stop the driver from issuing its own BEGIN (it skips DDL); the "begin" hook below does it.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
+            cursor.execute("PRAGMA journal_mode = WAL")
+            cursor.execute("PRAGMA synchronous = FULL")
+            cursor.execute("PRAGMA foreign_keys = ON")
+        finally:
+            cursor.close()
+
+    @event.listens_for(sync_engine, "begin")
+    def _on_begin(conn: Any) -> None:
+        conn.exec_driver_sql(conn.get_execution_options().get("codexlb_sqlite_begin", "BEGIN"))

@@ -1,0 +1,132 @@
+"""ORM models of every codexlb table. One Alembic history (``migrations/``) owns them all.
+
+Conventions: ids of accounts are uuid4 hex strings; every timestamp is a unix float (seconds, UTC),
+the same unit the in-memory :class:`codexlb.types.Account` uses; tokens are stored only as Fernet
+text (``*_enc`` columns, see :mod:`codexlb.db.crypto`). Only :mod:`codexlb.db` touches these classes;
+everything else gets plain dataclasses.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import BigInteger, Float, ForeignKey, Index, Integer, MetaData, String, Text, text
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+# A 64-bit key on PostgreSQL; INTEGER on SQLite, where only INTEGER PRIMARY KEY is the rowid.
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+
+class Base(DeclarativeBase):
+    """Declarative base with a naming convention, so batch migrations can address constraints."""
+
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class AccountRow(Base):
+    """One pooled ChatGPT account."""
+
+    __tablename__ = "accounts"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    label: Mapped[str] = mapped_column(String(200), server_default=text("''"))
+    email: Mapped[str | None] = mapped_column(String(320))
+    chatgpt_account_id: Mapped[str | None] = mapped_column(String(200), unique=True)
+    plan_type: Mapped[str | None] = mapped_column(String(50))
+    status: Mapped[str] = mapped_column(String(32), server_default=text("'active'"))
+    status_reason: Mapped[str | None] = mapped_column(Text)
+    priority: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    access_token_enc: Mapped[str | None] = mapped_column(Text)
+    refresh_token_enc: Mapped[str | None] = mapped_column(Text)
+    id_token_enc: Mapped[str | None] = mapped_column(Text)
+    token_issued_at: Mapped[float | None] = mapped_column(Float)
+    token_refreshed_at: Mapped[float | None] = mapped_column(Float)
+    cooldown_until: Mapped[float] = mapped_column(Float, server_default=text("0"))
+    last_used_at: Mapped[float | None] = mapped_column(Float)
+    primary_used_percent: Mapped[float | None] = mapped_column(Float)
+    primary_window_minutes: Mapped[int | None] = mapped_column(Integer)
+    primary_resets_at: Mapped[float | None] = mapped_column(Float)
+    secondary_used_percent: Mapped[float | None] = mapped_column(Float)
+    secondary_window_minutes: Mapped[int | None] = mapped_column(Integer)
+    secondary_resets_at: Mapped[float | None] = mapped_column(Float)
+    credits: Mapped[float | None] = mapped_column(Float)
+    created_at: Mapped[float] = mapped_column(Float)
+    updated_at: Mapped[float] = mapped_column(Float)
+
+
+class RequestLogRow(Base):
+    """One proxied request. Grows to millions of rows; the dashboard reads by time and account."""
+
+    __tablename__ = "request_log"
+    __table_args__ = (
+        Index("ix_request_log_time", "time"),
+        Index("ix_request_log_account_id_time", "account_id", "time"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    time: Mapped[float] = mapped_column(Float)
+    account_id: Mapped[str | None] = mapped_column(
+        String(32), ForeignKey("accounts.id", ondelete="SET NULL"))
+    endpoint: Mapped[str] = mapped_column(String(200))
+    model: Mapped[str | None] = mapped_column(String(200))
+    status: Mapped[int | None] = mapped_column(Integer)
+    """HTTP status sent to the client."""
+    error_code: Mapped[str | None] = mapped_column(String(100))
+    input_tokens: Mapped[int | None] = mapped_column(Integer)
+    cached_tokens: Mapped[int | None] = mapped_column(Integer)
+    output_tokens: Mapped[int | None] = mapped_column(Integer)
+    reasoning_tokens: Mapped[int | None] = mapped_column(Integer)
+    ttfb_ms: Mapped[float | None] = mapped_column(Float)
+    duration_ms: Mapped[float | None] = mapped_column(Float)
+    client_ip: Mapped[str | None] = mapped_column(String(64))
+    session_key_hash: Mapped[str | None] = mapped_column(String(64))
+    route: Mapped[str | None] = mapped_column(String(200))
+    """``strategy:reason`` of the selection that picked the account."""
+    attempts: Mapped[int] = mapped_column(Integer, server_default=text("1"))
+
+
+class UsageSnapshotRow(Base):
+    """Usage of one account at one time (history for charts; pruned by retention)."""
+
+    __tablename__ = "usage_snapshots"
+    __table_args__ = (
+        Index("ix_usage_snapshots_account_id_time", "account_id", "time"),
+        Index("ix_usage_snapshots_time", "time"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    account_id: Mapped[str] = mapped_column(String(32), ForeignKey("accounts.id", ondelete="CASCADE"))
+    time: Mapped[float] = mapped_column(Float)
+    primary_used_percent: Mapped[float | None] = mapped_column(Float)
+    primary_window_minutes: Mapped[int | None] = mapped_column(Integer)
+    primary_resets_at: Mapped[float | None] = mapped_column(Float)
+    secondary_used_percent: Mapped[float | None] = mapped_column(Float)
+    secondary_window_minutes: Mapped[int | None] = mapped_column(Integer)
+    secondary_resets_at: Mapped[float | None] = mapped_column(Float)
+    credits: Mapped[float | None] = mapped_column(Float)
+
+
+class ModelRegistryRow(Base):
+    """Cached upstream model list (payload is JSON text), revalidated with its ETag."""
+
+    __tablename__ = "model_registry"
+
+    key: Mapped[str] = mapped_column(String(200), primary_key=True)
+    etag: Mapped[str | None] = mapped_column(String(500))
+    payload: Mapped[str] = mapped_column(Text)
+    fetched_at: Mapped[float] = mapped_column(Float)
+
+
+class MetaRow(Base):
+    """Small key/value facts about the database itself (e.g. the encryption check value)."""
+
+    __tablename__ = "meta"
+
+    key: Mapped[str] = mapped_column(String(200), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)

@@ -1,0 +1,51 @@
+"""Request log writes: one multi-row insert per batch (the log plugin buffers and flushes)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import insert, select
+
+from codexlb.db.models import RequestLogRow
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+COLUMNS = tuple(c.name for c in RequestLogRow.__table__.columns if c.name != "id")
+"""Keys a request log row may carry (``time`` and ``endpoint`` are required)."""
+_DEFAULTS: dict[str, Any] = {name: None for name in COLUMNS} | {"attempts": 1}
+
+
+async def insert_request_logs(sessionmaker: async_sessionmaker[AsyncSession],
+                              rows: Sequence[Mapping[str, Any]]) -> None:
+    """Insert ``rows`` in one transaction with one executemany.
+
+    :raises ValueError: a row has a key that is not a column, or lacks ``time`` or ``endpoint``.
+    """
+    if not rows:
+        return
+    params = []
+    for row in rows:
+        unknown = set(row) - set(COLUMNS)
+        if unknown:
+            raise ValueError(f"request_log has no column {', '.join(sorted(unknown))}")
+        if row.get("time") is None or row.get("endpoint") is None:
+            raise ValueError("a request_log row needs time and endpoint")
+        params.append(_DEFAULTS | dict(row))
+    async with sessionmaker() as session, session.begin():
+        await session.execute(insert(RequestLogRow), params)
+
+
+async def recent_request_logs(sessionmaker: async_sessionmaker[AsyncSession], *, limit: int = 100,
+                              account_id: str | None = None, before: float | None = None,
+                              ) -> list[dict[str, Any]]:
+    """Newest rows first, as dicts (served by the ``(time)`` and ``(account_id, time)`` indexes)."""
+    query = select(RequestLogRow.__table__)
+    if account_id is not None:
+        query = query.where(RequestLogRow.account_id == account_id)
+    if before is not None:
+        query = query.where(RequestLogRow.time < before)
+    async with sessionmaker() as session:
+        result = await session.execute(query.order_by(RequestLogRow.time.desc()).limit(limit))
+    return [dict(r) for r in result.mappings()]
