@@ -1,13 +1,16 @@
 """Async engines and session factories for SQLite (default) and PostgreSQL.
 
 SQLite: every connection gets WAL, ``foreign_keys=ON``, ``synchronous=FULL`` and a busy timeout, and
-SQLAlchemy (not the driver) emits ``BEGIN``, so DDL is transactional and a session can ask for a write
-lock up front with the :data:`BEGIN_IMMEDIATE` execution options (see ``AccountStore.refresh_locked``).
+SQLAlchemy (not the driver) emits ``BEGIN``, so DDL is transactional and a transaction that writes can
+take the write lock up front: use :func:`begin_write` for every transaction that writes (it sends
+``BEGIN IMMEDIATE`` on SQLite and is a plain transaction on PostgreSQL).
 PostgreSQL: a pre-pinged pool sized from settings.
 """
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import event
@@ -54,6 +57,18 @@ def make_engine(settings: Settings, **kwargs: Any) -> AsyncEngine:
 def make_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     """Session factory; objects stay readable after commit."""
     return async_sessionmaker(engine, expire_on_commit=False)
+
+
+@asynccontextmanager
+async def begin_write(sessionmaker: async_sessionmaker[AsyncSession]) -> AsyncIterator[AsyncSession]:
+    """A session in a transaction that will write: commits on success, rolls back on error.
+
+    On SQLite it begins with ``BEGIN IMMEDIATE``: a transaction that reads before it writes would
+    otherwise fail with "database is locked" (no busy wait) when another writer got in between.
+    """
+    async with sessionmaker() as session, session.begin():
+        await session.connection(execution_options=BEGIN_IMMEDIATE)
+        yield session
 
 
 def _configure_sqlite(engine: AsyncEngine) -> None:

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import select
 from sqlalchemy.dialects import postgresql, sqlite
 
+from codexlb.db.engine import begin_write
 from codexlb.db.models import MetaRow, ModelRegistryRow
 
 if TYPE_CHECKING:
@@ -50,7 +51,7 @@ async def put_registry(sessionmaker: async_sessionmaker[AsyncSession], key: str,
     """Store (replace) the cached entry for ``key``; ``payload`` must be JSON-serialisable."""
     values = {"key": key, "etag": etag, "payload": json.dumps(payload, separators=(",", ":")),
               "fetched_at": fetched_at}
-    async with sessionmaker() as session, session.begin():
+    async with begin_write(sessionmaker) as session:
         await _upsert(session, ModelRegistryRow, values)
 
 
@@ -62,5 +63,5 @@ async def get_meta(sessionmaker: async_sessionmaker[AsyncSession], key: str) -> 
 
 async def put_meta(sessionmaker: async_sessionmaker[AsyncSession], key: str, value: str) -> None:
     """Set a ``meta`` value (insert or replace)."""
-    async with sessionmaker() as session, session.begin():
+    async with begin_write(sessionmaker) as session:
         await _upsert(session, MetaRow, {"key": key, "value": value})

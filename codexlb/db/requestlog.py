@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import insert, select
 
+from codexlb.db.engine import begin_write
 from codexlb.db.models import RequestLogRow
 
 if TYPE_CHECKING:
@@ -33,7 +34,7 @@ async def insert_request_logs(sessionmaker: async_sessionmaker[AsyncSession],
         if row.get("time") is None or row.get("endpoint") is None:
             raise ValueError("a request_log row needs time and endpoint")
         params.append(_DEFAULTS | dict(row))
-    async with sessionmaker() as session, session.begin():
+    async with begin_write(sessionmaker) as session:
         await session.execute(insert(RequestLogRow), params)
 
 

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import delete, func, or_, select
 from sqlalchemy.exc import IntegrityError
 
-from codexlb.db.engine import BEGIN_IMMEDIATE
+from codexlb.db.engine import begin_write
 from codexlb.db.models import AccountRow, UsageSnapshotRow
 from codexlb.types import Account, AccountStatus, UsageWindow
 
@@ -179,7 +179,7 @@ class AccountStore:
         for attempt in range(2):
             now = time.time()
             try:
-                async with self._sessionmaker() as session, session.begin():
+                async with begin_write(self._sessionmaker) as session:
                     row = None
                     if chatgpt_account_id is not None:
                         row = await session.scalar(select(AccountRow).where(
@@ -221,7 +221,7 @@ class AccountStore:
             values["status"] = AccountStatus(values["status"]).value
         if values.get("cooldown_until", 0.0) is None:
             values["cooldown_until"] = 0.0
-        async with self._sessionmaker() as session, session.begin():
+        async with begin_write(self._sessionmaker) as session:
             row = await session.get(AccountRow, id)
             if row is not None:
                 for name, value in values.items():
@@ -234,7 +234,7 @@ class AccountStore:
 
         :raises KeyError: no such account.
         """
-        async with self._sessionmaker() as session, session.begin():
+        async with begin_write(self._sessionmaker) as session:
             row = await session.get(AccountRow, id, with_for_update=True)
             if row is None:
                 raise KeyError(id)
@@ -250,8 +250,7 @@ class AccountStore:
 
         :raises KeyError: no such account.
         """
-        async with self._sessionmaker() as session, session.begin():
-            await session.connection(execution_options=BEGIN_IMMEDIATE)
+        async with begin_write(self._sessionmaker) as session:
             row = await session.scalar(select(AccountRow).where(AccountRow.id == id).with_for_update())
             if row is None:
                 raise KeyError(id)
@@ -264,7 +263,7 @@ class AccountStore:
 
     async def delete(self, id: str) -> bool:
         """Delete an account (its snapshots go too; its request logs keep a NULL account)."""
-        async with self._sessionmaker() as session, session.begin():
+        async with begin_write(self._sessionmaker) as session:
             result = await session.execute(delete(AccountRow).where(AccountRow.id == id))
         return bool(result.rowcount)  # type: ignore[attr-defined]
 
@@ -276,7 +275,7 @@ class AccountStore:
         at = time.time() if at is None else at
         columns = {**_window_columns("primary", primary), **_window_columns("secondary", secondary),
                    "credits": credits}
-        async with self._sessionmaker() as session, session.begin():
+        async with begin_write(self._sessionmaker) as session:
             session.add(UsageSnapshotRow(account_id=account_id, time=at, **columns))
             if update_account:
                 row = await session.get(AccountRow, account_id)
@@ -300,7 +299,7 @@ class AccountStore:
 
     async def prune_snapshots(self, older_than: float) -> int:
         """Delete snapshots taken before ``older_than`` (unix time); return how many."""
-        async with self._sessionmaker() as session, session.begin():
+        async with begin_write(self._sessionmaker) as session:
             result = await session.execute(delete(UsageSnapshotRow).where(UsageSnapshotRow.time < older_than))
         return int(result.rowcount)  # type: ignore[attr-defined]
 

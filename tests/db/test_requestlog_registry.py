@@ -1,0 +1,59 @@
+"""Request log batches, the model registry cache and meta values."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from codexlb.db.registry import get_meta, get_registry, put_meta, put_registry
+from codexlb.db.requestlog import COLUMNS, insert_request_logs, recent_request_logs
+from codexlb.db.store import AccountStore
+
+
+async def test_inserts_a_batch_of_request_logs(sessionmaker: async_sessionmaker[AsyncSession],
+                                               store: AccountStore) -> None:
+    account, _ = await store.upsert(chatgpt_account_id="c", email="e@x", plan_type="plus",
+                                    access_token="a", refresh_token="r", id_token=None)
+    full = {"time": 5.0, "account_id": account.id, "endpoint": "/backend-api/codex/responses",
+            "model": "gpt-5", "status": 200, "error_code": None, "input_tokens": 10, "cached_tokens": 2,
+            "output_tokens": 7, "reasoning_tokens": 3, "ttfb_ms": 120.5, "duration_ms": 900.0,
+            "client_ip": "127.0.0.1", "session_key_hash": "ab" * 32, "route": "select_sticky:hit",
+            "attempts": 2}
+    assert set(full) == set(COLUMNS)
+    rows = [full] + [{"time": float(t), "endpoint": "/v1/responses", "status": 429,
+                      "error_code": "usage_limit_reached"} for t in range(1, 5)]
+    await insert_request_logs(sessionmaker, rows)
+    await insert_request_logs(sessionmaker, [])
+    newest = await recent_request_logs(sessionmaker, limit=3)
+    assert [r["time"] for r in newest] == [5.0, 4.0, 3.0]
+    assert {k: v for k, v in newest[0].items() if k != "id"} == full
+    assert newest[1]["attempts"] == 1 and newest[1]["account_id"] is None
+    mine = await recent_request_logs(sessionmaker, account_id=account.id)
+    assert [r["time"] for r in mine] == [5.0]
+    assert [r["time"] for r in await recent_request_logs(sessionmaker, before=3.0)] == [2.0, 1.0]
+
+
+async def test_rejects_unknown_request_log_columns(sessionmaker: async_sessionmaker[AsyncSession]) -> None:
+    with pytest.raises(ValueError, match="no column bogus"):
+        await insert_request_logs(sessionmaker, [{"time": 1.0, "endpoint": "/x", "bogus": 1}])
+    with pytest.raises(ValueError, match="needs time and endpoint"):
+        await insert_request_logs(sessionmaker, [{"time": 1.0}])
+    assert await recent_request_logs(sessionmaker) == []
+
+
+async def test_model_registry_cache_round_trip(sessionmaker: async_sessionmaker[AsyncSession]) -> None:
+    assert await get_registry(sessionmaker, "0.101.0") is None
+    payload = {"models": [{"slug": "gpt-5", "context_window": 272000}]}
+    await put_registry(sessionmaker, "0.101.0", payload=payload, etag='W/"1"', fetched_at=10.0)
+    entry = await get_registry(sessionmaker, "0.101.0")
+    assert entry is not None and (entry.payload, entry.etag, entry.fetched_at) == (payload, 'W/"1"', 10.0)
+    await put_registry(sessionmaker, "0.101.0", payload={"models": []}, etag=None, fetched_at=20.0)
+    entry = await get_registry(sessionmaker, "0.101.0")
+    assert entry is not None and (entry.payload, entry.etag, entry.fetched_at) == ({"models": []}, None, 20.0)
+
+
+async def test_meta_get_put(sessionmaker: async_sessionmaker[AsyncSession]) -> None:
+    assert await get_meta(sessionmaker, "k") is None
+    await put_meta(sessionmaker, "k", "one")
+    await put_meta(sessionmaker, "k", "two")
+    assert await get_meta(sessionmaker, "k") == "two"
