@@ -13,7 +13,7 @@ from typing import Any
 
 from codexlb.errors import BadRequest, FlowError, UpstreamError
 from codexlb.flow import Flow, ProxyResponse
-from codexlb.sse import SSEScanner, format_event, terminal_error_event
+from codexlb.sse import TERMINAL_TYPES, SSEEvent, SSEEventTooLarge, SSEScanner, format_event, terminal_error_event
 from codexlb.translate import (
     ChatStreamTranslator,
     ResponseAssembler,
@@ -65,17 +65,27 @@ class ModelsAdapter(Adapter):
             raise UpstreamError("upstream model list is not JSON", phase="stream", retryable=False) from None
 
 
-async def _events(stream: AsyncIterator[bytes], limit: int) -> AsyncIterator[tuple[str, Any]]:
+async def _sse(stream: AsyncIterator[bytes], limit: int) -> AsyncIterator[SSEEvent]:
     scanner = SSEScanner(limit)
     async for chunk in stream:
-        for event in scanner.feed(chunk):
-            try:
-                data = event.json()
-            except ValueError:
-                continue
-            kind = event.type
-            if kind:
-                yield kind, data
+        try:
+            events = scanner.feed(chunk)
+        except SSEEventTooLarge as exc:
+            raise FlowError(f"upstream event larger than {exc.limit} bytes", status=502,
+                            code="sse_event_too_large") from None
+        for event in events:
+            yield event
+
+
+async def _events(stream: AsyncIterator[bytes], limit: int) -> AsyncIterator[tuple[str, Any]]:
+    async for event in _sse(stream, limit):
+        try:
+            data = event.json()
+        except ValueError:
+            continue
+        kind = event.type
+        if kind:
+            yield kind, data
 
 
 class ResponsesAdapter(Adapter):
@@ -101,9 +111,21 @@ class ResponsesAdapter(Adapter):
         return ProxyResponse.json(200, _result(assembler))
 
     async def _filtered(self, stream: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
-        async for kind, data in _events(stream, self.limit):
-            if not kind.startswith("codex."):
-                yield format_event(kind, data)
+        """Drop ``codex.*`` events; back-fill the terminal event's ``output``; pass the rest as is."""
+        assembler = ResponseAssembler()
+        async for event in _sse(stream, self.limit):
+            kind = event.type or ""
+            if kind.startswith("codex."):
+                continue
+            if kind in ("response.output_item.done", "response.created") or kind in TERMINAL_TYPES:
+                try:
+                    assembler.feed(event.json())
+                except ValueError:
+                    pass
+            if kind in ("response.completed", "response.incomplete") and assembler.terminal_event:
+                yield format_event(kind, assembler.terminal_event)
+            else:
+                yield event.raw if event.raw.endswith(b"\n\n") else event.raw + b"\n"
 
 
 def _result(assembler: ResponseAssembler) -> dict[str, Any]:

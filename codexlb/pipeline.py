@@ -16,7 +16,14 @@ from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
 from codexlb.endpoints import adapter_for
-from codexlb.errors import BadRequest, FlowError, NoAccountAvailable, PoolExhausted, UpstreamError
+from codexlb.errors import (
+    BadRequest,
+    FlowError,
+    NoAccountAvailable,
+    PoolExhausted,
+    UnsupportedEncoding,
+    UpstreamError,
+)
 from codexlb.flow import Attempt, Flow, ProxyResponse
 from codexlb.streaming import Tap, guard, peek_first_event
 from codexlb.types import Account, AccountStatus
@@ -90,6 +97,11 @@ class Pipeline:
         if ctype and ctype != "application/json" and not ctype.endswith("+json"):
             raise FlowError(f"Content-Type must be application/json, not {ctype!r}", status=415,
                             code="unsupported_media_type")
+        encoding = req.headers.get("content-encoding", "identity").strip().lower()
+        if encoding not in ("", "identity"):
+            raise UnsupportedEncoding(f"Content-Encoding {encoding!r} is not supported; send zstd, gzip, deflate "
+                                      "or br with the decompress plugin enabled, or an uncompressed body",
+                                      code="unsupported_content_encoding")
         if not req.body:
             raise BadRequest("request body is empty; expected a JSON object", code="invalid_json")
         try:
@@ -175,7 +187,7 @@ class Pipeline:
         return PoolExhausted(
             "The usage limit has been reached on every pooled account", code="usage_limit_reached",
             extra={"resets_at": int(available_at), "resets_in_seconds": wait},
-            headers={"retry-after": str(wait)})
+            headers={"retry-after": str(wait), "x-should-retry": "false"})
 
 
 async def drain(stream: AsyncIterator[bytes]) -> bytes:

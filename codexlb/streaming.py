@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 from codexlb import ratelimits
 from codexlb.errors import FlowError, UpstreamError
 from codexlb.flow import Flow, StashKey
-from codexlb.sse import SSEEvent, SSEScanner, usage_from_completed
+from codexlb.sse import TERMINAL_TYPES, SSEEvent, SSEScanner, usage_from_completed
 from codexlb.upstream_errors import classify_event
 
 if TYPE_CHECKING:
@@ -20,7 +20,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("codexlb.streaming")
 PEEK_LIMIT_BYTES = 256 * 1024
-TERMINAL = ("response.completed", "response.failed", "response.incomplete", "error")
+TERMINAL = TERMINAL_TYPES
+TAPPED = frozenset({"codex.rate_limits", *TERMINAL_TYPES})
 
 
 def event_type(event: SSEEvent) -> str | None:
@@ -35,7 +36,7 @@ class Tap:
 
     def __init__(self, flow: Flow, account: Account, app: CodexLB) -> None:
         self.flow, self.account, self.app = flow, account, app
-        self.scanner = SSEScanner(max(app.settings.max_sse_event_bytes * 2, 1 << 20))
+        self.scanner = SSEScanner(max(app.settings.max_sse_event_bytes * 2, 1 << 20), types=TAPPED)
         self.terminal: str | None = None
 
     def feed(self, chunk: bytes) -> None:

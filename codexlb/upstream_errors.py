@@ -79,7 +79,8 @@ def classify(status: int, headers: Mapping[str, str], body: bytes,
         return UpstreamError(message or "rate limited", status=429, code="rate_limited", phase="headers",
                              cooldown_seconds=wait, upstream_status=429)
     if status == 401:
-        return UpstreamError(message or "upstream rejected the account's token", status=401,
+        # Never 401 to the client: Codex would refresh its own ChatGPT token in response.
+        return UpstreamError(message or "upstream rejected the account's token", status=502,
                              code=code or "token_expired", phase="headers", upstream_status=401)
     if status == 403 and ("text/html" in headers.get("content-type", "") or headers.get("cf-mitigated")):
         return UpstreamError("upstream blocked the request (Cloudflare challenge)", status=502,

@@ -9,11 +9,13 @@ Hooks: ``startup``/``shutdown`` (one shared ``httpx.AsyncClient`` over the aioht
 Settings table ``[plugins.upstream]``:
 - ``max_connections`` (int, default 1000): connection pool size towards the upstream.
 - ``error_body_bytes`` (int, default 65536): how much of an error answer is read.
-Core settings used: ``UPSTREAM_BASE_URL``, ``UPSTREAM_CONNECT_TIMEOUT_SECONDS``.
+Core settings used: ``UPSTREAM_BASE_URL``, ``UPSTREAM_CONNECT_TIMEOUT_SECONDS``, and
+``STREAM_IDLE_TIMEOUT_SECONDS`` as the longest wait for the response head.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -102,8 +104,9 @@ class Upstream:
         request = self.client.build_request(flow.upstream_method, url, params=params, headers=headers,
                                             content=content)
         try:
-            response = await self.client.send(request, stream=True)
-        except httpx.TimeoutException as exc:
+            async with asyncio.timeout(app.settings.stream_idle_timeout_seconds):
+                response = await self.client.send(request, stream=True)
+        except (httpx.TimeoutException, TimeoutError) as exc:
             raise UpstreamError(f"upstream timed out ({type(exc).__name__})", status=504,
                                 code="upstream_timeout", cooldown_seconds=TRANSIENT_COOLDOWN_SECONDS) from None
         except httpx.TransportError as exc:

@@ -1,0 +1,59 @@
+"""Docs stay in step with the code: hooks, settings, exports, pm.hook confinement."""
+
+from __future__ import annotations
+
+import inspect
+import re
+from dataclasses import fields
+from pathlib import Path
+
+import codexlb
+from codexlb import hookspecs
+from codexlb.settings import PREFIX, Settings
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def spec_functions() -> dict[str, object]:
+    return {n: f for n, f in vars(hookspecs).items() if hasattr(f, "codexlb_spec")}
+
+
+def test_every_hook_documented_with_all_arguments() -> None:
+    doc = (ROOT / "docs" / "hooks.md").read_text()
+    for name, fn in spec_functions().items():
+        args = ", ".join(inspect.signature(fn).parameters)  # type: ignore[arg-type]
+        assert f"## `{name}({args})`" in doc, f"docs/hooks.md lacks a heading for {name}({args})"
+        assert inspect.getdoc(fn), f"{name} has no docstring"
+
+
+def test_every_setting_in_readme() -> None:
+    readme = (ROOT / "README.md").read_text()
+    for f in fields(Settings):
+        if f.name in ("sources", "plugin_options"):
+            continue
+        assert f"`{PREFIX}{f.name.upper()}`" in readme, f"README lacks {PREFIX}{f.name.upper()}"
+
+
+def test_all_matches_exports() -> None:
+    public = {n for n in dir(codexlb) if not n.startswith("_") and n not in ("annotations",)}
+    public -= {"errors", "flow", "hookspecs", "types", "settings", "app", "hooks", "pipeline", "plugin_loader",
+               "pool", "ratelimits", "sse", "streaming", "tasks", "tokens", "upstream_errors", "endpoints",
+               "translate", "testing", "web", "db", "cli", "accounts", "jobs"}
+    assert set(codexlb.__all__) - {"create_app", "load_settings"} == public
+
+
+def test_pm_hook_only_in_hooks_module() -> None:
+    offenders = [p for p in [*ROOT.joinpath("codexlb").rglob("*.py"), *ROOT.joinpath("plugins").rglob("*.py")]
+                 if p.name != "hooks.py" and re.search(r"\bpm\.hook\.", p.read_text())]
+    assert offenders == []
+
+
+def test_plugin_docstrings_mention_their_options() -> None:
+    for path in ROOT.joinpath("plugins").glob("*.py"):
+        if path.name.startswith("_"):
+            continue
+        source = path.read_text()
+        doc = source.split('"""')[1] if '"""' in source else ""
+        assert doc.strip(), f"{path.name} has no module docstring"
+        for option in set(re.findall(r'config\.get\("([a-z_]+)"', source)):
+            assert option in doc, f"{path.name}: option {option!r} not documented in the module docstring"
