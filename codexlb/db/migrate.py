@@ -24,7 +24,7 @@ from alembic.util import CommandError
 from sqlalchemy import text
 
 import codexlb
-from codexlb.db.engine import is_sqlite
+from codexlb.db.engine import BEGIN_IMMEDIATE, is_sqlite
 from codexlb.db.legacy_revisions import LEGACY_REVISIONS
 from codexlb.errors import CodexLBError, ConfigError
 
@@ -38,6 +38,8 @@ log = logging.getLogger("codexlb.db")
 
 MIGRATIONS_DIR = Path(codexlb.__file__).resolve().parent.parent / "migrations"
 """The repository's ``migrations/`` folder (the package is installed in editable mode)."""
+PG_MIGRATION_LOCK = 0x636F6465786C62
+"""``pg_advisory_xact_lock`` key that serialises migrations of several processes starting at once."""
 
 
 class MigrationFailed(CodexLBError):
@@ -159,9 +161,15 @@ def _has_tables(sync_conn: Connection) -> bool:
     return bool(sync_conn.execute(text("SELECT count(*) FROM sqlite_master WHERE type = 'table'")).scalar())
 
 
-def _upgrade(sync_conn: Connection, cfg: Config) -> None:
+def _upgrade(sync_conn: Connection, cfg: Config, head: str) -> bool:
+    """Upgrade inside the caller's locked transaction; ``False`` if another process already did."""
+    if sync_conn.dialect.name == "postgresql":
+        sync_conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": PG_MIGRATION_LOCK})
+    if _heads(sync_conn) == head:
+        return False
     cfg.attributes["connection"] = sync_conn
     command.upgrade(cfg, "head")
+    return True
 
 
 def backup_sqlite(path: Path, before: str | None, head: str, max_files: int) -> Path:
@@ -191,11 +199,14 @@ async def prepare_database(settings: Settings, engine: AsyncEngine, *,
     """
     migrations_dir = migrations_dir or MIGRATIONS_DIR
     head = head_revision(migrations_dir)
-    async with engine.begin() as conn:
+    async with engine.connect() as conn:
+        await conn.execution_options(**BEGIN_IMMEDIATE)  # the remap writes; SQLite: lock first
+        await conn.begin()
         before = await conn.run_sync(_heads)
         remapped = await conn.run_sync(_remap) if settings.database_alembic_auto_remap_enabled else {}
         current = await conn.run_sync(_heads) if remapped else before
         has_tables = await conn.run_sync(_has_tables) if is_sqlite(engine) else True
+        await conn.commit()
     report = MigrationReport(head=head, before=before, current=current, remapped=remapped)
     for old, new in remapped.items():
         log.warning("alembic_version: legacy revision %s remapped to %s", old, new)
@@ -218,13 +229,15 @@ async def prepare_database(settings: Settings, engine: AsyncEngine, *,
     log.info("migrating database from revision %s to %s", revision_text(current), head)
     cfg = alembic_config(settings, migrations_dir=migrations_dir)
     try:
-        async with engine.begin() as conn:
-            await conn.run_sync(_upgrade, cfg)
+        async with engine.connect() as conn:
+            await conn.execution_options(**BEGIN_IMMEDIATE)  # one migrator at a time (SQLite)
+            async with conn.begin():
+                report.upgraded = await conn.run_sync(_upgrade, cfg, head)
     except Exception as exc:
         report.current = await _current_or_none(engine)
         return _fail(settings, report, failed_message(current, head, report.current, exc, report.backup),
                      exc)
-    report.current, report.upgraded = head, True
+    report.current = head
     return report
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import dataclasses
 import os
 import subprocess
@@ -40,10 +41,8 @@ def test_register_adds_the_three_commands() -> None:
         _parse("db")
 
 
-async def test_upgrade_current_history(settings: Settings, engine: AsyncEngine,
-                                       capsys: pytest.CaptureFixture[str]) -> None:
-    await engine.dispose()  # the handlers run their own event loop in a thread below
-    import asyncio
+async def test_upgrade_current_history(settings: Settings, capsys: pytest.CaptureFixture[str]) -> None:
+    """The handlers call ``asyncio.run``, so they run in a thread here."""
 
     def run(*argv: str) -> tuple[int, str]:
         code = _run(settings, *argv)
@@ -65,8 +64,6 @@ async def test_upgrade_current_history(settings: Settings, engine: AsyncEngine,
 
 async def test_upgrade_ignores_migrate_on_startup_and_reports_failure(
         settings: Settings, engine: AsyncEngine, capsys: pytest.CaptureFixture[str]) -> None:
-    import asyncio
-
     settings = dataclasses.replace(settings, database_migrate_on_startup=False)
     assert await asyncio.to_thread(_run, settings, "db", "upgrade") == 0
     assert await current_revision(engine) == "0001_initial"

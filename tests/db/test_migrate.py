@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import sqlite3
 from collections.abc import Callable
@@ -200,3 +201,36 @@ async def test_no_backup_when_disabled(engine: AsyncEngine, settings: Settings, 
     settings = dataclasses.replace(settings, database_sqlite_pre_migrate_backup_enabled=False)
     report = await prepare_database(settings, engine, migrations_dir=migrations_with(ADD_TABLE))
     assert report.upgraded and report.backup is None and _backups(settings) == []
+
+
+async def test_processes_starting_at_once_migrate_once(settings: Settings, engine: AsyncEngine) -> None:
+    from codexlb.db.engine import make_engine
+
+    other = make_engine(settings)  # a second engine stands in for a second process
+    try:
+        reports = await asyncio.gather(prepare_database(settings, engine), prepare_database(settings, other))
+    finally:
+        await other.dispose()
+    assert all(r.ok for r in reports) and sorted(r.upgraded for r in reports) == [False, True]
+
+
+async def test_env_py_runs_standalone_with_url_from_settings(settings: Settings, engine: AsyncEngine) -> None:
+    """Without a shared connection, env.py opens its own engine from the settings it is given."""
+    from alembic import command
+
+    from codexlb.db.migrate import alembic_config
+
+    await asyncio.to_thread(command.upgrade, alembic_config(settings), "head")
+    assert await current_revision(engine) == "0001_initial"
+
+
+def test_env_py_offline_mode_emits_sql(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    from alembic import command
+
+    from codexlb.db.migrate import alembic_config
+
+    settings = Settings(database_url="postgresql+asyncpg://u@localhost/x",
+                        encryption_key_file=str(tmp_path / "k"))
+    command.upgrade(alembic_config(settings), "head", sql=True)
+    out = capsys.readouterr().out
+    assert "CREATE TABLE accounts" in out and "CREATE INDEX ix_request_log_account_id_time" in out

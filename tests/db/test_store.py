@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from codexlb.db.crypto import TokenCipher, load_cipher
+from codexlb.db.crypto import load_cipher
 from codexlb.db.engine import make_engine, make_sessionmaker
 from codexlb.db.requestlog import insert_request_logs, recent_request_logs
 from codexlb.db.store import AccountStore, AmbiguousAccount, StoredAccount, TokenSet
@@ -182,8 +182,6 @@ async def test_tokens_survive_a_restart(store: AccountStore, settings: Settings)
 
 
 def test_stored_account_repr_hides_tokens() -> None:
-    cipher = TokenCipher.generate()
-    assert cipher is not None
     account = StoredAccount(id="a", label="l", email=None, chatgpt_account_id=None, plan_type=None,
                             status=AccountStatus.ACTIVE, status_reason=None, priority=0,
                             access_token="secret-at", refresh_token="secret-rt", id_token=None,
