@@ -45,6 +45,7 @@ class CodexLB:
         self.store: AccountStore | None = None
         self.readiness: dict[str, str] = {"database": "not started", "migrations": "not started"}
         self.started = False
+        self.migration_report: Any = None
         self.quart: Quart | None = None
 
     async def start(self) -> None:
@@ -62,7 +63,7 @@ class CodexLB:
         self.settings.ensure_dirs()
         self.engine = make_engine(self.settings)
         try:
-            report = await prepare_database(self.settings, self.engine)
+            report = self.migration_report = await prepare_database(self.settings, self.engine)
             self.readiness = {"database": "ok", "migrations": "ok" if report.ok else str(report.error)}
             self.sessionmaker = make_sessionmaker(self.engine)
             self.cipher = await load_cipher(self.settings, self.engine)
@@ -102,7 +103,7 @@ class CodexLB:
         from codexlb.db.migrate import readiness
 
         try:
-            state = await readiness(self.engine)
+            state = await readiness(self.engine, report=self.migration_report)
         except Exception as exc:  # report, never raise, from a health check
             state = {"database": f"error: {type(exc).__name__}"}
         ok = all(value == "ok" for value in state.values())

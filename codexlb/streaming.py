@@ -20,6 +20,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("codexlb.streaming")
 PEEK_LIMIT_BYTES = 256 * 1024
+HELD = frozenset({"response.created", "response.in_progress"})
+"""Events held back with the ``codex.*`` ones until the stream shows it is really answering."""
 TERMINAL = TERMINAL_TYPES
 TAPPED = frozenset({"codex.rate_limits", *TERMINAL_TYPES})
 
@@ -82,7 +84,8 @@ class Tap:
 async def peek_first_event(tap: Tap, body: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
     """Hold the stream until its first real event; fail over if that event is a retryable failure.
 
-    ``codex.*`` events that precede ``response.created`` are held too. Returns a stream that
+    ``codex.*``, ``response.created`` and ``response.in_progress`` are held until the first
+    output or terminal event, so an overload reported right after ``response.created`` fails over. Returns a stream that
     replays what was read, then continues with the rest.
     """
     scanner = SSEScanner(max(tap.app.settings.max_sse_event_bytes * 2, 1 << 20))
@@ -99,8 +102,9 @@ async def peek_first_event(tap: Tap, body: AsyncIterator[bytes]) -> AsyncIterato
             size += len(chunk)
             for event in scanner.feed(chunk):
                 kind = event_type(event)
-                if kind is None or kind.startswith("codex."):
-                    tap._rate_limits(event) if kind == "codex.rate_limits" else None
+                if kind == "codex.rate_limits":
+                    tap._rate_limits(event)
+                if kind is None or kind.startswith("codex.") or kind in HELD:
                     continue
                 decided = True
                 if kind in ("response.failed", "error"):

@@ -33,7 +33,7 @@ async def test_captured_request_streams_byte_identical(proxy: ProxyHarness, path
 
     # The same request sent directly to an identical fake, as the proxy's account.
     async with FakeUpstream(clock=lambda: FIXED_CLOCK) as twin:
-        for fake_account in proxy.accounts:
+        for _ in proxy.accounts:
             twin.add_account()
         direct_headers = {**{k: v for k, v in headers.items() if k != "content-encoding"},
                           "authorization": f"Bearer {account.access_token}",
