@@ -1,0 +1,131 @@
+"""Write one request-log row per proxied request, in batches, off the hot path.
+
+Hooks: ``flow_done`` (queue the row), ``startup`` (start the writer), ``shutdown`` (final flush).
+Rows are flushed every ``flush_interval_seconds`` or when ``batch_size`` rows are waiting. If the
+database is down they stay in a bounded buffer (``max_buffered_rows``; the oldest are dropped
+beyond it, with a warning) and are retried.
+
+Settings table ``[plugins.log_db]``:
+- ``flush_interval_seconds`` (float, default 1.0)
+- ``batch_size`` (int, default 500)
+- ``max_buffered_rows`` (int, default 100000)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+from collections import deque
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from codexlb import ConfigError, Flow, hookimpl
+
+if TYPE_CHECKING:
+    from codexlb.app import CodexLB
+
+log = logging.getLogger("codexlb.log_db")
+
+
+def session_key_hash(key: str | None) -> str | None:
+    """A short, stable hash of a conversation key (never the key itself)."""
+    return hashlib.sha256(key.encode()).hexdigest()[:16] if key else None
+
+
+def row_of(flow: Flow) -> dict[str, Any]:
+    """The request-log row of a finished flow."""
+    started, usage = flow.started_at, flow.usage
+    finished = flow.finished_at or started
+    return {
+        "time": started, "account_id": flow.account.id if flow.account else None,
+        "endpoint": flow.request.endpoint, "model": flow.model, "status": flow.status,
+        "error_code": flow.error_code,
+        "input_tokens": usage.input if usage else None, "cached_tokens": usage.cached if usage else None,
+        "output_tokens": usage.output if usage else None,
+        "reasoning_tokens": usage.reasoning if usage else None,
+        "ttfb_ms": round((flow.first_byte_at - started) * 1000, 3) if flow.first_byte_at else None,
+        "duration_ms": round((finished - started) * 1000, 3), "client_ip": flow.request.client_ip,
+        "session_key_hash": session_key_hash(flow.session_key), "route": flow.route or None,
+        "attempts": max(1, len(flow.attempts)),
+    }
+
+
+class LogDB:
+    """Buffers request-log rows and writes them in batches."""
+
+    def __init__(self) -> None:
+        self.flush_interval_seconds = 1.0
+        self.batch_size = 500
+        self.max_buffered_rows = 100_000
+        self.buffer: deque[dict[str, Any]] = deque()
+        self.dropped = 0
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._app: CodexLB | None = None
+
+    @hookimpl
+    def configure(self, config: Mapping[str, Any]) -> None:
+        try:
+            self.flush_interval_seconds = float(config.get("flush_interval_seconds", self.flush_interval_seconds))
+            self.batch_size = int(config.get("batch_size", self.batch_size))
+            self.max_buffered_rows = int(config.get("max_buffered_rows", self.max_buffered_rows))
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"[plugins.log_db]: {exc}") from None
+        if self.flush_interval_seconds <= 0 or self.batch_size < 1 or self.max_buffered_rows < 1:
+            raise ConfigError("[plugins.log_db]: flush_interval_seconds must be > 0, batch_size and "
+                              "max_buffered_rows >= 1")
+
+    @hookimpl
+    async def startup(self, app: CodexLB) -> None:
+        self._app = app
+        self._wake = asyncio.Event()
+        self._task = app.tasks.spawn(self._run(), "log_db-writer")
+
+    @hookimpl
+    async def flow_done(self, flow: Flow) -> None:
+        if len(self.buffer) >= self.max_buffered_rows:
+            self.buffer.popleft()
+            self.dropped += 1
+            if self.dropped in (1, 10, 100) or self.dropped % 1000 == 0:
+                log.warning("request log buffer full: %d row(s) dropped so far", self.dropped)
+        self.buffer.append(row_of(flow))
+        if len(self.buffer) >= self.batch_size:
+            self._wake.set()
+
+    async def flush(self) -> int:
+        """Write buffered rows; returns how many were written. Rows stay buffered on failure."""
+        if self._app is None or self._app.sessionmaker is None:
+            return 0
+        from codexlb.db.requestlog import insert_request_logs
+
+        written = 0
+        while self.buffer:
+            batch = [self.buffer[i] for i in range(min(self.batch_size, len(self.buffer)))]
+            try:
+                await insert_request_logs(self._app.sessionmaker, batch)
+            except Exception as exc:
+                log.warning("request log write failed (%d row(s) kept, will retry): %s", len(self.buffer),
+                            type(exc).__name__)
+                return written
+            for _ in batch:
+                self.buffer.popleft()
+            written += len(batch)
+        return written
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await asyncio.wait_for(self._wake.wait(), self.flush_interval_seconds)
+            except TimeoutError:
+                pass
+            self._wake.clear()
+            await self.flush()
+
+    @hookimpl
+    async def shutdown(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+        await self.flush()
