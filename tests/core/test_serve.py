@@ -1,0 +1,125 @@
+"""``codexlb serve`` as a real process: health, readiness, graceful SIGTERM with a stream in flight."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from codexlb.db.crypto import load_cipher
+from codexlb.db.engine import make_engine, make_sessionmaker
+from codexlb.db.migrate import prepare_database
+from codexlb.db.store import AccountStore
+from codexlb.testing.fake_upstream import FakeUpstream
+from codexlb.testing.harness import make_settings
+
+BODY = {"model": "gpt-5.5", "input": [{"type": "message", "role": "user",
+                                       "content": [{"type": "input_text", "text": "hi"}]}],
+        "stream": True, "store": False}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+async def seed_accounts(tmp_path: Path, fake: FakeUpstream, n: int) -> None:
+    settings = make_settings(tmp_path, fake=fake)
+    settings.ensure_dirs()
+    engine = make_engine(settings)
+    try:
+        await prepare_database(settings, engine)
+        store = AccountStore(make_sessionmaker(engine), await load_cipher(settings, engine))
+        for _ in range(n):
+            a = fake.add_account()
+            await store.upsert(chatgpt_account_id=a.chatgpt_account_id, email=a.email, plan_type=a.plan_type,
+                               access_token=a.access_token, refresh_token=a.refresh_token, id_token=a.id_token)
+    finally:
+        await engine.dispose()
+
+
+def serve_env(tmp_path: Path, fake: FakeUpstream, port: int, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CODEX_LB_")}
+    env.update({
+        "CODEX_LB_PORT": str(port), "CODEX_LB_DATA_DIR": str(tmp_path / "data"),
+        "CODEX_LB_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'data' / 'store.db'}",
+        "CODEX_LB_ENCRYPTION_KEY_FILE": str(tmp_path / "data" / "encryption.key"),
+        "CODEX_LB_UPSTREAM_BASE_URL": fake.base_url, "CODEX_LB_USAGE_REFRESH_ENABLED": "false",
+        "CODEX_LB_MODEL_REGISTRY_ENABLED": "false", "CODEX_LB_SHUTDOWN_GRACE_SECONDS": "20",
+        "CODEX_LB_PIPELINE__PLUGINS": json.dumps(["select_round_robin", "upstream"]),
+    })
+    env.update(extra)
+    return env
+
+
+async def start_server(tmp_path: Path, env: dict[str, str]) -> asyncio.subprocess.Process:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "codexlb", "serve", cwd=tmp_path, env=env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    assert proc.stdout is not None
+    line = await asyncio.wait_for(proc.stdout.readline(), 30)
+    if b"listening on" not in line:
+        proc.kill()
+        _, err = await proc.communicate()
+        pytest.fail(f"server did not start: {line!r} {err.decode()[-2000:]}")
+    return proc
+
+
+@pytest.fixture(name="fake")
+async def _fake() -> AsyncIterator[FakeUpstream]:
+    async with FakeUpstream(event_delay=0.05) as fake:
+        yield fake
+
+
+async def test_sigterm_lets_streams_finish(tmp_path: Path, fake: FakeUpstream) -> None:
+    await seed_accounts(tmp_path, fake, 2)
+    port = free_port()
+    proc = await start_server(tmp_path, serve_env(tmp_path, fake, port))
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
+            assert (await client.get("/healthz")).json() == {"status": "ok"}
+            ready = await client.get("/readyz")
+            assert ready.status_code == 200 and ready.json()["ready"] is True
+            async with client.stream("POST", "/backend-api/codex/responses", json=BODY) as response:
+                chunks = []
+                async for chunk in response.aiter_bytes():
+                    if not chunks:
+                        proc.send_signal(signal.SIGTERM)
+                    chunks.append(chunk)
+        body = b"".join(chunks)
+        assert b"response.completed" in body and b"response.failed" not in body
+        assert await asyncio.wait_for(proc.wait(), 30) == 0
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+
+
+async def test_refuses_open_non_loopback_bind(tmp_path: Path, fake: FakeUpstream) -> None:
+    env = serve_env(tmp_path, fake, free_port(), CODEX_LB_HOST="0.0.0.0")
+    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "codexlb", "serve", cwd=tmp_path, env=env,
+                                                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    _, err = await asyncio.wait_for(proc.communicate(), 30)
+    assert proc.returncode == 2
+    assert "refusing to listen on '0.0.0.0'" in err.decode()
+    assert "CODEX_LB_ALLOW_UNRESTRICTED_BIND=true" in err.decode()
+
+
+async def test_plugins_command_lists_hooks(tmp_path: Path, fake: FakeUpstream) -> None:
+    env = serve_env(tmp_path, fake, 0)
+    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "codexlb", "plugins", "--json", cwd=tmp_path,
+                                                env=env, stdout=asyncio.subprocess.PIPE)
+    out, _ = await proc.communicate()
+    assert proc.returncode == 0
+    listed = json.loads(out)
+    assert [p["name"] for p in listed] == ["select_round_robin", "upstream"]
+    assert "send_upstream" in listed[1]["hooks"] and "select_account" in listed[0]["hooks"]
