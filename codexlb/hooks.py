@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import inspect
 import logging
-import os
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
@@ -40,7 +39,7 @@ class Hooks:
 
     def __init__(self, pm: pluggy.PluginManager, app: CodexLB | None = None) -> None:
         self.pm, self.app = pm, app
-        self.trace = os.environ.get("CODEX_LB_TRACE_HOOKS") == "1"
+        self.trace = bool(app is not None and app.settings.trace_hooks)
         names = [n for n in dir(pm.hook) if not n.startswith("_")]
         self._impls: dict[str, list[Impl]] = {n: _impls(pm, n) for n in names}
 

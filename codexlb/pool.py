@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from codexlb.types import Account, AccountStatus, UsageWindow
+from codexlb.types import Account, AccountStatus
 
 if TYPE_CHECKING:
     from codexlb.db.store import AccountStore, StoredAccount
@@ -35,17 +35,10 @@ class Credentials:
 
 
 def account_from_stored(row: StoredAccount) -> Account:
-    """The routing state of a stored account."""
-    return Account(
-        id=row.id, label=row.label or row.email or row.id[:8], email=row.email,
-        chatgpt_account_id=row.chatgpt_account_id, plan_type=row.plan_type,
-        status=AccountStatus(row.status), status_reason=row.status_reason, priority=row.priority or 0,
-        cooldown_until=row.cooldown_until or 0.0, last_used_at=row.last_used_at,
-        primary=UsageWindow(row.primary_used_percent or 0.0, row.primary_window_minutes,
-                            row.primary_resets_at),
-        secondary=UsageWindow(row.secondary_used_percent or 0.0, row.secondary_window_minutes,
-                              row.secondary_resets_at),
-        credits=row.credits)
+    """The routing state of a stored account (label falls back to the email or id)."""
+    account = row.to_account()
+    account.label = row.label or row.email or row.id[:8]
+    return account
 
 
 def persisted_fields(account: Account) -> dict[str, Any]:

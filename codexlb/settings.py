@@ -57,6 +57,7 @@ class Settings:
     api_keys: tuple[str, ...] = setting((), "client API keys (comma-separated); empty: none required",
                                         kind="list")
     proxy_max_attempts: int = setting(4, "accounts tried for one request before giving up", min=1, max=50)
+    trace_hooks: bool = setting(False, "log every hook call with its duration (debugging)")
     # -- database -------------------------------------------------------------------------
     database_url: str = setting("sqlite+aiosqlite:///~/.codex-lb/store.db",
                                 "SQLite (default) or postgresql+asyncpg://user:pass@host:5432/db",
@@ -124,8 +125,8 @@ class Settings:
                                        metadata={"help": ""})
 
     def options_for(self, plugin: str) -> Mapping[str, Any]:
-        """The ``[plugins.<name>]`` table of one plugin (empty when absent)."""
-        return self.plugin_options.get(plugin, {})
+        """The ``[plugins.<name>]`` table of one plugin (empty when absent; names are case-insensitive)."""
+        return self.plugin_options.get(plugin.lower(), {})
 
     def path(self, name: str) -> Path:
         """A path setting with ``~`` expanded."""
@@ -189,7 +190,8 @@ def load_settings(root: str | Path | None = None, environ: Mapping[str, str] | N
               ("environment", environ)]
     for label, values in layers:
         for name, text in values.items():
-            if name.startswith(PREFIX) and name not in (PREFIX + "ENV", PREFIX + "SETTINGS_FILE"):
+            if name.startswith(PREFIX) and name not in (PREFIX + "ENV", PREFIX + "SETTINGS_FILE") \
+                    and not name.startswith(PREFIX + "TEST_"):
                 _take(raw, sources, name[len(PREFIX):], _parse_env(text), label, problems)
     for key, value in overrides.items():
         if value is not None:
