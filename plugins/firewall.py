@@ -1,0 +1,166 @@
+"""Admit only allowed clients: resolve the client IP, apply a CIDR allowlist and client API keys.
+
+Hooks: ``configure``, ``admit_request`` (``tryfirst``; fails closed: any exception refuses).
+
+Client IP: the socket peer (``flow.request.peer_ip``). When ``FIREWALL_TRUST_PROXY_HEADERS``
+is true and the peer is inside ``FIREWALL_TRUSTED_PROXY_CIDRS``, it is the right-most
+``X-Forwarded-For`` address that is not itself a trusted proxy, so a client cannot spoof it by
+prepending addresses. An unparseable hop where the client should be makes the client
+``"unknown"`` (matched by no allowlist). The result is stored in ``flow.request.client_ip``.
+
+Client API keys: when ``API_KEYS`` is non-empty, every proxied request needs
+``Authorization: Bearer <key>`` or ``x-api-key: <key>`` matching one of them (constant-time
+compare), else 401 ``invalid_api_key``. The key header is removed after the check so it never
+travels upstream. This is for API-key clients (OpenAI SDKs, ``/v1`` routes): Codex CLI signed
+in with ChatGPT sends its own ChatGPT token as Bearer and cannot pass such a check; protect
+such setups with the allowlist instead (or configure Codex with an API-key provider).
+
+Settings table ``[plugins.firewall]``:
+- ``allow`` (list of CIDRs or a comma-separated string, default ``[]``: everyone): client
+  networks allowed to use the proxy; others get 403 ``ip_not_allowed``. A bare address means
+  a single host. Env: ``CODEX_LB_PLUGINS__FIREWALL__ALLOW="10.0.0.0/8,192.168.1.0/24"``.
+Core settings used: ``FIREWALL_TRUST_PROXY_HEADERS``, ``FIREWALL_TRUSTED_PROXY_CIDRS``, ``API_KEYS``.
+"""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+from collections.abc import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from codexlb import ConfigError, Flow, ProxyResponse, hookimpl
+
+if TYPE_CHECKING:
+    from codexlb.settings import Settings
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+UNKNOWN = "unknown"
+
+
+def parse_ip(text: str) -> IPAddress | None:
+    """An address from a header hop: ``1.2.3.4``, ``1.2.3.4:80``, ``[::1]:80``, ``"::1"``; else None.
+
+    IPv4-mapped IPv6 (``::ffff:10.0.0.1``) becomes the IPv4 address.
+    """
+    text = text.strip().strip('"').strip()
+    if not text or len(text) > 64:
+        return None
+    if text.startswith("["):
+        end = text.find("]")
+        if end < 0:
+            return None
+        text = text[1:end]
+    elif text.count(":") == 1:  # IPv4 with a port
+        text = text.split(":", 1)[0]
+    try:
+        address = ipaddress.ip_address(text)
+    except ValueError:
+        return None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    return address
+
+
+def parse_networks(values: Iterable[str], where: str) -> tuple[IPNetwork, ...]:
+    """CIDRs (or bare addresses) as networks; a bad entry is a :class:`ConfigError` naming ``where``."""
+    networks: list[IPNetwork] = []
+    for value in values:
+        try:
+            networks.append(ipaddress.ip_network(str(value).strip(), strict=False))
+        except ValueError:
+            raise ConfigError(f"{where}: {value!r} is not a CIDR; allowed: a list of CIDRs such as "
+                              "[\"10.0.0.0/8\", \"::1/128\"] or a comma-separated string") from None
+    return tuple(networks)
+
+
+def in_networks(address: IPAddress, networks: Sequence[IPNetwork]) -> bool:
+    if isinstance(address, ipaddress.IPv6Address) and address.scope_id:
+        address = ipaddress.IPv6Address(str(address).split("%", 1)[0])
+    return any(address.version == net.version and address in net for net in networks)
+
+
+def resolve_client_ip(peer: str, forwarded_for: str | None, trusted: Sequence[IPNetwork] | None) -> str:
+    """The client address for a request from ``peer`` (see the module docstring).
+
+    :param trusted: trusted proxy networks, or ``None`` when forwarded headers are not trusted.
+    """
+    peer_ip = parse_ip(peer)
+    if peer_ip is None:
+        return UNKNOWN
+    if not trusted or not forwarded_for or not in_networks(peer_ip, trusted):
+        return str(peer_ip)
+    hops = [hop for hop in forwarded_for.split(",") if hop.strip()]
+    if not hops:
+        return str(peer_ip)
+    for hop in reversed(hops):
+        address = parse_ip(hop)
+        if address is None:
+            return UNKNOWN
+        if not in_networks(address, trusted):
+            return str(address)
+    return str(parse_ip(hops[0]))  # every hop is a trusted proxy: the first one sent the request
+
+
+def _as_list(value: Any) -> list[str]:
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    if isinstance(value, list | tuple):
+        return [str(part).strip() for part in value if str(part).strip()]
+    raise ConfigError(f"[plugins.firewall] allow: {value!r} is not a list of CIDRs or a comma-separated string")
+
+
+class Firewall:
+    """CIDR allowlist and client API keys, checked before the body is read."""
+
+    def __init__(self) -> None:
+        self.allow: tuple[IPNetwork, ...] = ()
+        self.trusted: tuple[IPNetwork, ...] | None = None
+        self.keys: tuple[bytes, ...] = ()
+
+    @hookimpl
+    def configure(self, config: Mapping[str, Any], settings: Settings) -> None:
+        unknown = sorted(set(config) - {"allow"})
+        if unknown:
+            raise ConfigError(f"[plugins.firewall]: unknown option(s) {', '.join(unknown)} (allowed: allow)")
+        self.allow = parse_networks(_as_list(config.get("allow")), "[plugins.firewall] allow")
+        trusted = parse_networks(settings.firewall_trusted_proxy_cidrs, "CODEX_LB_FIREWALL_TRUSTED_PROXY_CIDRS")
+        self.trusted = trusted if settings.firewall_trust_proxy_headers else None
+        self.keys = tuple(key.encode() for key in settings.api_keys if key)
+
+    @hookimpl(tryfirst=True)
+    async def admit_request(self, flow: Flow) -> None:
+        req = flow.request
+        req.client_ip = resolve_client_ip(req.peer_ip, req.headers.get("x-forwarded-for"), self.trusted)
+        if self.allow:
+            address = parse_ip(req.client_ip)
+            if address is None or not in_networks(address, self.allow):
+                flow.reject(403, "ip_not_allowed",
+                            f"client address {req.client_ip} is not allowed ([plugins.firewall] allow)")
+                return
+        if self.keys and not self._key_ok(req.headers):
+            flow.response = ProxyResponse.error(
+                401, "invalid_api_key", "missing or invalid API key: send 'Authorization: Bearer <key>' "
+                "or 'x-api-key: <key>' with one of CODEX_LB_API_KEYS",
+                headers=[("www-authenticate", 'Bearer realm="codexlb"')])
+            flow.error_code = "invalid_api_key"
+
+    def _key_ok(self, headers: dict[str, str]) -> bool:
+        offered: list[tuple[str, str]] = []
+        scheme, _, value = headers.get("authorization", "").partition(" ")
+        if scheme.lower() == "bearer" and value.strip():
+            offered.append(("authorization", value.strip()))
+        if headers.get("x-api-key", "").strip():
+            offered.append(("x-api-key", headers["x-api-key"].strip()))
+        for header, candidate in offered:
+            raw = candidate.encode("utf-8", "surrogateescape")
+            matched = False
+            for key in self.keys:  # compare with every key: time does not tell which one matched
+                matched |= hmac.compare_digest(raw, key)
+            if matched:
+                headers.pop(header, None)  # our credential, never forwarded
+                return True
+        return False
