@@ -1,0 +1,258 @@
+"""``codexlb accounts``: login (browser, ``--manual``, ``--device``), import, export, list, pause, resume, remove.
+
+Commands open the database themselves. A running server keeps its own copy of the accounts: for
+changes to reach it at once use the HTTP API (``/api/accounts``) or restart it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+import time
+import webbrowser
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy.exc import SQLAlchemyError
+
+from codexlb.accounts.authjson import (
+    AuthFileError,
+    build_auth_json,
+    dump_auth_json,
+    import_auth,
+    load_auth_file,
+    write_auth_json,
+)
+from codexlb.accounts.device import poll_device, start_device
+from codexlb.accounts.login import LoginSession, describe, save_login
+from codexlb.accounts.oauth import LoginError
+from codexlb.accounts.storage import open_store
+from codexlb.accounts.views import account_summary, table
+from codexlb.db.store import AmbiguousAccount
+from codexlb.types import AccountStatus
+
+if TYPE_CHECKING:
+    from codexlb.db.store import AccountStore, StoredAccount
+    from codexlb.settings import Settings
+
+RUNNING_SERVER_NOTE = "(a running codexlb server sees this after a restart; PATCH /api/accounts/ID changes it live)"
+
+
+class CommandFailed(Exception):
+    """Print the message and exit with status 1."""
+
+
+def register(subparsers: Any) -> None:
+    """Add ``accounts ...`` to the main parser."""
+    parser = subparsers.add_parser("accounts", help="pooled accounts: login, import, export, list, pause, "
+                                   "resume, remove", description=__doc__)
+    cmds = parser.add_subparsers(dest="accounts_command", metavar="COMMAND", required=True)
+
+    login = cmds.add_parser("login", help="add (or re-login) a ChatGPT account with OAuth")
+    mode = login.add_mutually_exclusive_group()
+    mode.add_argument("--manual", action="store_true",
+                      help="no callback listener: paste the URL the browser ends on (remote servers)")
+    mode.add_argument("--device", action="store_true", help="device-code login: enter a code on another device")
+    login.add_argument("--label", help="name shown in lists (default: the email)")
+    login.add_argument("--timeout", type=float, help="seconds to wait for the browser (CODEX_LB_OAUTH_TIMEOUT_SECONDS)")
+    login.add_argument("--no-browser", action="store_true", help="only print the URL")
+    login.set_defaults(func=_command(_login))
+
+    imp = cmds.add_parser("import", help="import Codex auth.json files (a folder means FOLDER/auth.json)")
+    imp.add_argument("paths", nargs="+", metavar="PATH")
+    imp.add_argument("--label", help="label (only with one file)")
+    imp.set_defaults(func=_command(_import))
+
+    exp = cmds.add_parser("export", help="write an auth.json Codex can use (it contains the tokens)")
+    exp.add_argument("account", metavar="ID", help="id, id prefix, label or email")
+    exp.add_argument("--output", "-o", help="file to write (mode 0600); default: stdout")
+    exp.set_defaults(func=_command(_export))
+
+    lst = cmds.add_parser("list", help="accounts with status, usage and last use")
+    lst.add_argument("--json", action="store_true", help="machine-readable output")
+    lst.set_defaults(func=_command(_list))
+
+    for name, text in (("pause", "take an account out of routing"), ("resume", "route to a paused account again")):
+        cmd = cmds.add_parser(name, help=text)
+        cmd.add_argument("account", metavar="ID", help="id, id prefix, label or email")
+        cmd.set_defaults(func=_command(_pause if name == "pause" else _resume))
+
+    rm = cmds.add_parser("remove", help="delete an account and its tokens")
+    rm.add_argument("account", metavar="ID", help="id, id prefix, label or email")
+    rm.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
+    rm.set_defaults(func=_command(_remove))
+
+
+def _command(fn: Callable[[argparse.Namespace, Settings], Awaitable[int]]) -> Callable[..., int]:
+    """A sync handler running ``fn``; expected failures print one line and exit 1."""
+
+    def handler(args: argparse.Namespace, settings: Settings) -> int:
+        try:
+            return asyncio.run(fn(args, settings))
+        except (CommandFailed, LoginError, AuthFileError, AmbiguousAccount) as exc:
+            return _fail(args, str(exc))
+        except SQLAlchemyError as exc:
+            return _fail(args, f"database error: {type(exc).__name__}: {str(getattr(exc, 'orig', '') or '')[:200]}")
+
+    handler.__name__ = fn.__name__
+    return handler
+
+
+def _fail(args: argparse.Namespace, message: str) -> int:
+    print(f"codexlb accounts {args.accounts_command}: {message}", file=sys.stderr)
+    return 1
+
+
+def _out(text: str = "") -> None:
+    print(text, flush=True)
+
+
+async def _find(store: AccountStore, ref: str) -> StoredAccount:
+    account = await store.find(ref)
+    if account is None:
+        raise CommandFailed(f"no account matches {ref!r}; see `codexlb accounts list`")
+    return account
+
+
+# -- login ----------------------------------------------------------------------------------------------
+
+
+def _can_open_browser(args: argparse.Namespace) -> bool:
+    if args.no_browser or not sys.stdout.isatty():
+        return False
+    has_display = bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+    return has_display or sys.platform in ("darwin", "win32")
+
+
+async def _login(args: argparse.Namespace, settings: Settings) -> int:
+    timeout = args.timeout or settings.oauth_timeout_seconds
+    async with open_store(settings) as store:
+        if args.device:
+            return await _login_device(args, settings, store)
+        session = LoginSession(settings, store, label=args.label)
+        try:
+            if not args.manual:
+                await session.listen()
+            _out(f"Open this URL in a browser and sign in with the ChatGPT account to add:\n\n  {session.url}\n")
+            if args.manual:
+                _out(f"Your browser then ends on {session.redirect_uri}?code=... (the page may not load: that is "
+                     "fine). Copy that whole URL from the address bar and paste it here:")
+                line = await asyncio.to_thread(sys.stdin.readline)
+                if not line.strip():
+                    raise LoginError("no callback URL was pasted; nothing was stored.", "bad_callback")
+                account = await session.complete(line)
+            else:
+                if _can_open_browser(args):
+                    await asyncio.to_thread(webbrowser.open, session.url)
+                _out(f"Waiting up to {timeout:g} s for the browser to return to {session.redirect_uri} ...")
+                account = await session.wait(timeout)
+        finally:
+            await session.close()
+    _out(f"codexlb: {describe(account, session.created)}")
+    return 0
+
+
+async def _login_device(args: argparse.Namespace, settings: Settings, store: AccountStore) -> int:
+    device = await start_device(settings)
+    minutes = max(1, round((device.expires_at - time.time()) / 60))
+    _out(f"Open {device.verification_url} on any device, sign in, and enter the code\n\n  {device.user_code}\n\n"
+         f"(it expires in about {minutes} min). Waiting for approval ...")
+    tokens = await poll_device(settings, device)
+    account, created = await save_login(store, tokens, label=args.label)
+    _out(f"codexlb: {describe(account, created)}")
+    return 0
+
+
+# -- import / export ------------------------------------------------------------------------------------
+
+
+async def _import(args: argparse.Namespace, settings: Settings) -> int:
+    if args.label and len(args.paths) > 1:
+        raise CommandFailed("--label needs exactly one PATH")
+    failed = 0
+    async with open_store(settings) as store:
+        for raw in args.paths:
+            path = Path(raw).expanduser()
+            path = path / "auth.json" if path.is_dir() else path
+            try:
+                account, created = await import_auth(store, load_auth_file(path), label=args.label)
+            except (AuthFileError, LoginError) as exc:
+                text = str(exc) if str(exc).startswith(str(path)) else f"{path}: {exc}"
+                print(f"codexlb accounts import: {text}", file=sys.stderr)
+                failed += 1
+                continue
+            _out(f"{path}: {describe(account, created)}")
+    return 1 if failed else 0
+
+
+async def _export(args: argparse.Namespace, settings: Settings) -> int:
+    async with open_store(settings) as store:
+        account = await _find(store, args.account)
+    data = build_auth_json(account)
+    if not args.output:
+        sys.stdout.write(dump_auth_json(data))
+        return 0
+    target = Path(args.output).expanduser()
+    try:
+        write_auth_json(target, data)
+    except OSError as exc:
+        raise CommandFailed(f"cannot write {target}: {exc.strerror or exc}") from None
+    print(f"wrote auth.json of account {account.label} to {target} (mode 0600)", file=sys.stderr)
+    return 0
+
+
+# -- admin ----------------------------------------------------------------------------------------------
+
+
+async def _list(args: argparse.Namespace, settings: Settings) -> int:
+    async with open_store(settings) as store:
+        accounts = await store.list()
+    if args.json:
+        _out(json.dumps([account_summary(a) for a in accounts], indent=2))
+    elif not accounts:
+        _out("no accounts yet; add one with `codexlb accounts login` or "
+             "`codexlb accounts import ~/.codex/auth.json`")
+    else:
+        _out(table(accounts))
+    return 0
+
+
+async def _pause(args: argparse.Namespace, settings: Settings) -> int:
+    async with open_store(settings) as store:
+        account = await _find(store, args.account)
+        await store.update(account.id, status=AccountStatus.PAUSED.value, status_reason=None)
+    _out(f"paused account {account.label} {RUNNING_SERVER_NOTE}")
+    return 0
+
+
+async def _resume(args: argparse.Namespace, settings: Settings) -> int:
+    async with open_store(settings) as store:
+        account = await _find(store, args.account)
+        if account.status is AccountStatus.REAUTH_REQUIRED:
+            raise CommandFailed(f"account {account.label} needs a new login ({account.status_reason}); "
+                                "run `codexlb accounts login` with that ChatGPT account")
+        await store.update(account.id, status=AccountStatus.ACTIVE.value, status_reason=None)
+    _out(f"resumed account {account.label} {RUNNING_SERVER_NOTE}")
+    return 0
+
+
+def _confirm(prompt: str) -> bool:
+    print(prompt, end="", flush=True)
+    answer = sys.stdin.readline()
+    return answer.strip().lower() in ("y", "yes")
+
+
+async def _remove(args: argparse.Namespace, settings: Settings) -> int:
+    async with open_store(settings) as store:
+        account = await _find(store, args.account)
+        email = f" <{account.email}>" if account.email and account.email != account.label else ""
+        prompt = f"Remove account {account.label}{email} (id {account.id[:8]}) and its tokens? [y/N] "
+        if not args.yes and not await asyncio.to_thread(_confirm, prompt):
+            raise CommandFailed("not removed (confirm with y, or pass --yes)")
+        await store.delete(account.id)
+    _out(f"removed account {account.label} {RUNNING_SERVER_NOTE}")
+    return 0
