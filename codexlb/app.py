@@ -112,7 +112,7 @@ class CodexLB:
 
 def create_app(settings: Settings | None = None, *, plugins: Iterable[object] = ()) -> Quart:
     """Build the Quart app; ``plugins`` are extra plugin objects, called before the listed ones."""
-    from codexlb.web import admin, compat, proxy
+    from codexlb.web import admin, api, compat, proxy
 
     settings = settings or load_settings()
     lb = CodexLB(settings, plugins)
@@ -121,7 +121,7 @@ def create_app(settings: Settings | None = None, *, plugins: Iterable[object] = 
                       BODY_TIMEOUT=120, PROVIDE_AUTOMATIC_OPTIONS=False)
     app.codexlb = lb  # type: ignore[attr-defined]
     lb.quart = app
-    for blueprint in (proxy.blueprint, compat.blueprint, admin.blueprint, *lb.hooks.register_routes()):
+    for blueprint in (proxy.blueprint, compat.blueprint, admin.blueprint, api.blueprint, *lb.hooks.register_routes()):
         app.register_blueprint(blueprint)
     admin.install_error_handlers(app)
 
