@@ -1,0 +1,1 @@
+"""Benchmarks: proxy overhead against direct (``bench.overhead``), routing quality (``bench.routing_sim``)."""

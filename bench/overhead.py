@@ -1,0 +1,299 @@
+"""Proxy overhead against direct: latency, throughput, CPU and memory of ``codexlb serve``.
+
+    .venv/bin/python -m bench.overhead            # ~2.5 minutes
+    .venv/bin/python -m bench.overhead --quick    # ~40 s
+    .venv/bin/python -m bench.overhead --profile bench/out   # + py-spy profile of the proxy at c=64
+
+The fake upstream (``bench.fastfake``) and this load client share one core; the proxy (Hypercorn on
+uvloop, the default plugins that exist, a few imported accounts) gets the other, and so does the
+engine floor (``bench.floor_server``: the same stack with no pipeline). Every measurement runs against
+the fake directly, through the floor and through the proxy, interleaved in rotating order; the table
+shows all three with ratios. Requests are the 20-event streamed ``POST /backend-api/codex/responses``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import math
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bench.fastfake import HOLD_HEADER, RESPONSES
+from bench.loadclient import Block, build_request, percentile, run_block
+from bench.procs import (
+    Child,
+    available_plugins,
+    core_busy_seconds,
+    cpu_seconds,
+    cpu_split,
+    machine,
+    pin,
+    raise_fd_limit,
+    rss_kb,
+    start_fast_fake,
+    start_floor,
+    start_proxy,
+)
+from codexlb.testing.fake_sse import sample_request
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "default": {"warm": 1.0, "c1_rounds": 4, "c1_secs": 2.0, "rounds": 3, "secs": 3.0, "held": 500, "hold": 6.0},
+    "quick": {"warm": 0.5, "c1_rounds": 2, "c1_secs": 1.0, "rounds": 1, "secs": 2.0, "held": 500, "hold": 3.0},
+    "tiny": {"warm": 0.1, "c1_rounds": 1, "c1_secs": 0.2, "rounds": 1, "secs": 0.3, "held": 20, "hold": 0.5},
+}
+LOADS = (("c1", 1), ("c16", 16), ("c64", 64))
+
+
+@dataclass
+class Target:
+    """Where requests go and whose CPU counts for it (the fake for direct calls, else the server)."""
+
+    name: str
+    port: int
+    pid: int
+    make: Callable[[int, dict[str, str]], bytes]
+    cores: set[int] | None = None
+    """Cores the server is pinned to (to see how much other processes used them meanwhile)."""
+    blocks: dict[str, Block] = field(default_factory=dict)
+    cpu: dict[str, float] = field(default_factory=dict)
+    foreign: dict[str, float] = field(default_factory=dict)
+
+    def requests(self, n: int, extra: dict[str, str] | None = None) -> list[bytes]:
+        return [self.make(i, extra or {}) for i in range(n)]
+
+    async def measure(self, label: str, n: int, extra: dict[str, str] | None = None, **kwargs: Any) -> Block:
+        before, busy = cpu_seconds(self.pid), core_busy_seconds(self.cores)
+        block = await run_block(self.port, self.requests(n, extra), **kwargs)
+        used = cpu_seconds(self.pid) - before
+        self.cpu[label] = self.cpu.get(label, 0.0) + used
+        if self.cores:
+            self.foreign[label] = self.foreign.get(label, 0.0) + core_busy_seconds(self.cores) - busy - used
+        self.blocks.setdefault(label, Block()).add(block)
+        return block
+
+    def foreign_pct(self, label: str) -> float:
+        """Share of the block's wall time other processes ran on the server's core (noise indicator)."""
+        block = self.blocks.get(label)
+        return 100 * max(0.0, self.foreign.get(label, 0.0)) / block.elapsed if block and block.elapsed else 0.0
+
+    def cpu_ms(self, label: str) -> float:
+        block = self.blocks.get(label)
+        return 1000 * self.cpu.get(label, 0.0) / block.requests if block and block.requests else math.nan
+
+    def pct(self, label: str, kind: str, p: float) -> float:
+        block = self.blocks.get(label)
+        return percentile(getattr(block, kind), p) if block else math.nan
+
+
+def request_maker(port: int, accounts: list[dict[str, Any]] | None) -> Callable[[int, dict[str, str]], bytes]:
+    """Codex-like requests for worker ``i``; with ``accounts``, authenticated as one (direct calls)."""
+
+    def make(i: int, extra: dict[str, str]) -> bytes:
+        headers = {"originator": "codex_cli_rs", "session-id": f"bench-session-{i:04d}"}
+        if accounts:
+            acct = accounts[i % len(accounts)]
+            headers.update({"Authorization": f"Bearer {acct['access_token']}",
+                            "chatgpt-account-id": acct["chatgpt_account_id"]})
+        headers.update(extra)
+        return build_request(RESPONSES, sample_request(prompt_cache_key=f"bench-{i:04d}"), headers, port)
+
+    return make
+
+
+async def held_streams(target: Target, n: int, hold: float) -> tuple[int, int]:
+    """``n`` streams open at once, each spread over ``hold`` s; the server's RSS before and at peak (KB)."""
+    before = peak = rss_kb(target.pid)
+    done = asyncio.Event()
+
+    async def sample() -> None:
+        nonlocal peak
+        while not done.is_set():
+            peak = max(peak, rss_kb(target.pid))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(done.wait(), 0.05)
+
+    sampler = asyncio.ensure_future(sample())
+    try:
+        await target.measure("held", n, {HOLD_HEADER: str(hold)}, count=1, ramp=50)
+    finally:
+        done.set()
+        await sampler
+    return before, peak
+
+
+async def measure(targets: list[Target], proxy: Target, preset: dict[str, Any],
+                  log: Callable[[str], None]) -> dict[str, Any]:
+    mem: dict[str, Any] = {}
+    for target in targets:
+        await target.measure("warm", 16, duration=preset["warm"])
+    await asyncio.sleep(0.5)
+    mem["idle"] = {t.name: rss_kb(t.pid) for t in targets}
+    log(f"{preset['held']} held streams of {preset['hold']} s per target")
+    for target in targets:
+        mem.setdefault("held", {})[target.name] = await held_streams(target, preset["held"], preset["hold"])
+    for label, conc in LOADS:
+        rounds, secs = (preset["c1_rounds"], preset["c1_secs"]) if conc == 1 else (preset["rounds"], preset["secs"])
+        log(f"c={conc}: {rounds} round(s) of {secs} s per target")
+        for r in range(rounds):
+            for target in targets[r % len(targets):] + targets[:r % len(targets)]:
+                await target.measure(label, conc, duration=secs)
+    await asyncio.sleep(1.0)
+    mem["idle_after"] = {t.name: rss_kb(t.pid) for t in targets}
+    return mem
+
+
+async def profile(proxy: Target, out_dir: Path, secs: float, log: Callable[[str], None]) -> None:
+    """py-spy the proxy under c=64 load: collapsed stacks (``profile.txt``) and a flame graph (``profile.svg``)."""
+    from bench.pyspy_top import report
+
+    spy = Path(sys.executable).with_name("py-spy")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for fmt, name in (("raw", "profile.txt"), ("flamegraph", "profile.svg")):
+        log(f"py-spy {fmt} for {secs:.0f} s at c=64 -> {out_dir / name}")
+        cmd = [str(spy), "record", "--pid", str(proxy.pid), "--duration", str(int(secs)), "--rate", "200",
+               "--nonblocking", "--format", fmt, "-o", str(out_dir / name)]
+        spy_proc = await asyncio.create_subprocess_exec(*cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        await asyncio.sleep(0.5)
+        await proxy.measure(f"profile-{fmt}", 64, duration=secs)
+        _, err = await spy_proc.communicate()
+        if spy_proc.returncode:
+            log(f"py-spy failed: {err.decode(errors='replace')[-500:]}")
+    if (out_dir / "profile.txt").exists():
+        print(report(out_dir / "profile.txt"))
+
+
+def table(targets: list[Target], mem: dict[str, Any], held: int) -> tuple[str, dict[str, Any]]:
+    """The result table (every target, proxy/direct ratio, proxy minus direct and minus floor) and its data."""
+    by = {t.name: t for t in targets}
+    proxy, floor = by["proxy"], by.get("floor")
+    rows: list[tuple[str, Callable[[Target], float]]] = []
+    for label, conc in LOADS:
+        if conc > 1:
+            rows.append((f"c={conc} req/s", lambda t, lb=label: t.blocks[lb].rps))
+        kinds = ("ttfb", "ttlb") if conc == 1 else ("ttlb",)
+        for kind in kinds:
+            for p in (50, 99):
+                rows.append((f"c={conc} {kind.upper()} p{p} ms",
+                             lambda t, lb=label, k=kind, q=p: 1000 * t.pct(lb, k, q)))
+    for label, conc in LOADS:
+        rows.append((f"c={conc} CPU ms/req", lambda t, lb=label: t.cpu_ms(lb)))
+    for p in (50, 99):
+        rows.append((f"{held} held TTLB p{p} s", lambda t, q=p: t.pct("held", "ttlb", q)))
+    rows.append(("RSS idle MB", lambda t: mem["idle"][t.name] / 1024))
+    rows.append((f"RSS {held} held MB", lambda t: mem["held"][t.name][1] / 1024))
+    rows.append(("KB per held stream", lambda t: (mem["held"][t.name][1] - mem["held"][t.name][0]) / held))
+    rows.append(("RSS idle after load MB", lambda t: mem["idle_after"][t.name] / 1024))
+    names = [t.name for t in targets]
+    head = f"{'metric':<24}" + "".join(f"{n:>10}" for n in names) + f"{'prx/dir':>9}{'prx-dir':>10}"
+    head += f"{'prx-floor':>10}" if floor else ""
+    lines, data = [head], {}
+    for metric, get in rows:
+        values = {t.name: get(t) for t in targets}
+        d, p = values["direct"], values["proxy"]
+        line = f"{metric:<24}" + "".join(f"{values[n]:>10.3f}" for n in names)
+        line += f"{p / d if d else math.nan:>9.2f}{p - d:>+10.3f}"
+        line += f"{p - values['floor']:>+10.3f}" if floor else ""
+        lines.append(line)
+        data[metric] = values
+    lines.append("direct = the fake itself (its CPU and RSS); CPU/RSS of floor and proxy are their own process's")
+    noise = ", ".join(f"{label} {proxy.foreign_pct(label):.0f}%" for label in ("c1", "c16", "c64", "held"))
+    lines.append(f"other processes on the proxy's core while measuring it (noise): {noise}")
+    for target in targets:
+        total = Block()
+        for block in target.blocks.values():
+            total.add(block)
+        lines.append(f"{target.name}: {total.requests} requests, statuses {dict(total.statuses)}"
+                     + (f", first error {total.first_error}" if total.first_error else ""))
+        data[f"{target.name} statuses"] = dict(total.statuses)
+    added = data["c=1 TTLB p50 ms"]["proxy"] - data["c=1 TTLB p50 ms"]["direct"]
+    checks = [("added TTLB p50 at c=1", added, 1.0, "ms", True),
+              ("req/s at c=64", data["c=64 req/s"]["proxy"], 1000.0, "", False),
+              ("proxy CPU per request, c=64", data["c=64 CPU ms/req"]["proxy"], 1.0, "ms", True),
+              ("RSS idle", data["RSS idle MB"]["proxy"], 80.0, "MB", True),
+              ("RSS per held stream", data["KB per held stream"]["proxy"], 30.0, "KB", True)]
+    lines.append("targets (proxy):")
+    data["targets"] = {}
+    for name, value, goal, unit, lower in checks:
+        ok = value <= goal if lower else value >= goal
+        sign = "<=" if lower else ">="
+        verdict = "PASS" if ok else "FAIL"
+        lines.append(f"  {verdict}  {name:<30}{value:>10.2f} {unit:<3} (target {sign} {goal:g} {unit})")
+        data["targets"][name] = {"value": value, "goal": goal, "pass": ok}
+    return "\n".join(lines), data
+
+
+async def main_async(args: argparse.Namespace) -> int:
+    preset = dict(PRESETS["tiny" if args.tiny else "quick" if args.quick else "default"])
+    if args.held is not None:
+        preset["held"] = args.held
+    plugins = args.plugins.split(",") if args.plugins else available_plugins()
+    started = time.monotonic()
+
+    def log(message: str) -> None:
+        print(f"[{time.monotonic() - started:6.1f}s] {message}", file=sys.stderr, flush=True)
+
+    raise_fd_limit()
+    proxy_cores, other_cores = cpu_split()
+    pin(0, other_cores)
+    log(f"proxy on cores {proxy_cores}, fake + client on {other_cores}; plugins {plugins}")
+    children: list[Child] = []
+    with tempfile.TemporaryDirectory(prefix="codexlb-bench-") as tmp:
+        root = Path(tmp)
+        try:
+            fake, fake_port, accounts = await start_fast_fake(root, args.accounts, other_cores)
+            children.append(fake)
+            upstream, auth = f"http://127.0.0.1:{fake_port}/backend-api", f"http://127.0.0.1:{fake_port}"
+            targets = [Target("direct", fake_port, fake.pid, request_maker(fake_port, accounts))]
+            if not args.no_floor:
+                floor, floor_port = await start_floor(root, upstream, root / "fake-accounts.json", proxy_cores)
+                children.append(floor)
+                targets.append(Target("floor", floor_port, floor.pid, request_maker(floor_port, None), proxy_cores))
+            proxy_child, proxy_port = await start_proxy(root, upstream, auth, accounts, plugins, proxy_cores)
+            children.append(proxy_child)
+            proxy = Target("proxy", proxy_port, proxy_child.pid, request_maker(proxy_port, None), proxy_cores)
+            targets.append(proxy)
+            mem = await measure(targets, proxy, preset, log)
+            text, data = table(targets, mem, preset["held"])
+            print(f"plugins: {', '.join(plugins)}\n{text}", flush=True)
+            if args.profile:
+                await profile(proxy, args.profile, args.profile_secs, log)
+        finally:
+            for child in reversed(children):
+                child.stop()
+    data.update(machine=machine(), preset=preset, plugins=plugins, seconds=round(time.monotonic() - started, 1))
+    if args.json:
+        args.json.write_text(json.dumps(data, indent=2, default=str))
+    log(f"done in {data['seconds']} s")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="codexlb proxy overhead against direct calls to the fake")
+    parser.add_argument("--quick", action="store_true", help="~40 s instead of ~2.5 min")
+    parser.add_argument("--tiny", action="store_true", help="a few requests (smoke test)")
+    parser.add_argument("--accounts", type=int, default=4)
+    parser.add_argument("--held", type=int, help="held streams for the memory test (default 500)")
+    parser.add_argument("--plugins", help="comma-separated pipeline (default: the default plugins that exist)")
+    parser.add_argument("--no-floor", action="store_true", help="skip the engine-floor server")
+    parser.add_argument("--json", type=Path, help="also write the results as JSON")
+    parser.add_argument("--profile", type=Path, help="py-spy the proxy at c=64; write profile.txt/.svg here")
+    parser.add_argument("--profile-secs", type=float, default=10.0)
+    args = parser.parse_args(argv)
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover
+        return asyncio.run(main_async(args))
+    return uvloop.run(main_async(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
