@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 from quart import Quart
 
 from codexlb.hooks import Hooks
+from codexlb.jobs import ModelRegistry, Scheduler  # background jobs (issue 6)
 from codexlb.pipeline import Pipeline
 from codexlb.plugin_loader import make_plugin_manager
 from codexlb.pool import AccountPool
@@ -47,6 +48,9 @@ class CodexLB:
         self.started = False
         self.migration_report: Any = None
         self.quart: Quart | None = None
+        # -- background jobs (issue 6): model list cache and the job scheduler ------------------
+        self.models = ModelRegistry(self)
+        self.jobs = Scheduler(self)
 
     async def start(self) -> None:
         """Open the database (migrating as configured), load accounts, start plugins and jobs.
@@ -70,6 +74,7 @@ class CodexLB:
             self.store = AccountStore(self.sessionmaker, self.cipher)
             self.pool.load(await self.store.list())
             await self.hooks.startup()
+            await self.jobs.start()  # background jobs (issue 6)
         except BaseException:
             await self.engine.dispose()
             raise
@@ -83,6 +88,7 @@ class CodexLB:
         if not self.started:
             return
         self.started = False
+        await self.jobs.stop()  # background jobs (issue 6)
         await self.tasks.cancel_all()
         await self.hooks.shutdown()
         if self.store is not None:
@@ -112,7 +118,7 @@ class CodexLB:
 
 def create_app(settings: Settings | None = None, *, plugins: Iterable[object] = ()) -> Quart:
     """Build the Quart app; ``plugins`` are extra plugin objects, called before the listed ones."""
-    from codexlb.web import admin, api, compat, proxy
+    from codexlb.web import admin, api, compat, jobs_api, proxy
 
     settings = settings or load_settings()
     lb = CodexLB(settings, plugins)
@@ -121,7 +127,8 @@ def create_app(settings: Settings | None = None, *, plugins: Iterable[object] = 
                       BODY_TIMEOUT=120, PROVIDE_AUTOMATIC_OPTIONS=False)
     app.codexlb = lb  # type: ignore[attr-defined]
     lb.quart = app
-    for blueprint in (proxy.blueprint, compat.blueprint, admin.blueprint, api.blueprint, *lb.hooks.register_routes()):
+    for blueprint in (proxy.blueprint, compat.blueprint, admin.blueprint, api.blueprint,
+                      jobs_api.blueprint, *lb.hooks.register_routes()):  # jobs_api: issue 6 (after proxy)
         app.register_blueprint(blueprint)
     admin.install_error_handlers(app)
 
