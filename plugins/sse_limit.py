@@ -1,0 +1,235 @@
+"""Bound upstream event streams: the size of one SSE event and the silence between bytes.
+
+Hooks: ``configure``, ``wrap_response_stream``.
+
+The core wraps only streamed upstream answers, which the upstream plugin produces for
+``text/event-stream`` responses. The wrapper forwards whole events only: bytes of an event
+that is not finished yet are held back (at most ``MAX_SSE_EVENT_BYTES``) until its blank line
+arrives, so that an error can always be appended cleanly.
+
+- An event larger than ``MAX_SSE_EVENT_BYTES`` ends the client's stream with a terminal error
+  event (``FlowError`` code ``sse_event_too_large``; the core's guard writes the event).
+  Scanning is a few ``bytes.rfind`` calls per chunk (linear in the stream, no JSON parsing).
+- No upstream bytes for ``STREAM_IDLE_TIMEOUT_SECONDS`` ends it with ``stream_idle_timeout``
+  (:class:`StreamIdleTimeout`, a ``FlowError`` and a ``TimeoutError``). Only time spent waiting
+  for the upstream counts, not the time the client takes to read; the upstream iterator is
+  closed either way. One self-re-arming timer per stream keeps the cost per chunk to two
+  assignments (``asyncio.timeout`` per chunk measured ~6 us).
+
+Settings table ``[plugins.sse_limit]``: none. Core settings used: ``MAX_SSE_EVENT_BYTES``,
+``STREAM_IDLE_TIMEOUT_SECONDS``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Mapping
+from typing import TYPE_CHECKING, Any
+
+from codexlb import ConfigError, Flow, FlowError, hookimpl
+
+if TYPE_CHECKING:
+    from codexlb.settings import Settings
+
+log = logging.getLogger("codexlb.plugins.sse_limit")
+
+
+class SSEEventTooLargeError(FlowError):
+    status, code, type = 502, "sse_event_too_large", "server_error"
+
+
+class StreamIdleTimeout(FlowError, TimeoutError):
+    status, code, type = 504, "stream_idle_timeout", "server_error"
+
+
+def last_event_end(buf: bytes | bytearray, start: int) -> int:
+    """End (exclusive) of the last blank line at or after ``start``, or -1.
+
+    A blank line is two line ends in a row; with ``\\n``, ``\\r\\n`` and ``\\r`` as line ends
+    every such pair contains ``\\n\\n``, ``\\r\\r`` or ``\\n\\r``. A CR-led match swallows the
+    LF that completes its CRLF.
+    """
+    lf = buf.rfind(b"\n\n", start)
+    best = lf + 2 if lf >= 0 else -1
+    floor = max(start, lf)
+    for pattern in (b"\r\r", b"\n\r"):
+        at = buf.rfind(pattern, floor)
+        if at >= 0:
+            end = at + 2
+            if end < len(buf) and buf[end] == 0x0A:
+                end += 1
+            best = max(best, end)
+    return best
+
+
+def complete_events_end(buf: bytes | bytearray, start: int, limit: int) -> tuple[int, bool]:
+    """Walk every blank line from ``start``: (end of the last complete event that fits, too large?).
+
+    ``buf`` holds a partial event from offset 0. Each pattern is searched forward once per
+    match (linear overall). Stops at the first event larger than ``limit``.
+    """
+    n = len(buf)
+    event_start, pos = 0, start
+    cursors = {b"\n\n": -1, b"\r\r": -1, b"\n\r": -1}
+    while True:
+        for pattern, at in cursors.items():
+            if at < pos:
+                found = buf.find(pattern, pos)
+                cursors[pattern] = found if found >= 0 else n
+        at = min(cursors.values())
+        if at >= n:
+            return event_start, n - event_start > limit
+        end = at + 2
+        if buf[at + 1] == 0x0D and end < n and buf[end] == 0x0A:  # \r\r\n or \n\r\n
+            end += 1
+        if end - event_start > limit:
+            return event_start, True
+        event_start = pos = end
+
+
+class EventLimiter:
+    """Feeds chunks, returns the bytes of complete events; sets :attr:`error` when one is too large.
+
+    Events before the oversized one are still returned; after :attr:`error` is set, stop feeding.
+    """
+
+    __slots__ = ("limit", "held", "error")
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.held = bytearray()
+        self.error: SSEEventTooLargeError | None = None
+
+    def feed(self, chunk: bytes) -> bytes:
+        limit, held = self.limit, self.held
+        if not held:
+            if len(chunk) <= limit:  # no event in it can be too large: only find its last end
+                if chunk.endswith(b"\n\n"):
+                    return chunk
+                end = last_event_end(chunk, 0)
+                if end == len(chunk):
+                    return chunk
+                held += chunk[end:] if end >= 0 else chunk
+                return chunk[:end] if end > 0 else b""
+            return self._slow(bytearray(chunk), 0)
+        start = len(held) - 1  # a blank line may straddle the chunks
+        held += chunk
+        if len(held) <= limit:
+            end = last_event_end(held, start)
+            if end < 0:
+                return b""
+            out = bytes(held[:end])
+            del held[:end]
+            return out
+        return self._slow(held, start)
+
+    def _slow(self, buf: bytearray, start: int) -> bytes:
+        end, too_large = complete_events_end(buf, start, self.limit)
+        if too_large:
+            self.held = bytearray()
+            self.error = SSEEventTooLargeError(
+                f"upstream sent an event larger than {self.limit} bytes (CODEX_LB_MAX_SSE_EVENT_BYTES)")
+        else:
+            self.held = buf[end:]
+        return bytes(buf[:end])
+
+    def rest(self) -> bytes:
+        """What is held at the end of the stream (an unfinished last event), handed on as is."""
+        out, self.held = bytes(self.held), bytearray()
+        return out
+
+
+class SSELimit:
+    """Wraps upstream streams with the event-size and idle limits."""
+
+    def __init__(self) -> None:
+        self.max_event_bytes = 2 << 20
+        self.idle_timeout = 300.0
+
+    @hookimpl
+    def configure(self, config: Mapping[str, Any], settings: Settings) -> None:
+        if config:
+            raise ConfigError(f"[plugins.sse_limit]: unknown option(s) {', '.join(sorted(config))} (it has none; "
+                              "use CODEX_LB_MAX_SSE_EVENT_BYTES and CODEX_LB_STREAM_IDLE_TIMEOUT_SECONDS)")
+        self.max_event_bytes = settings.max_sse_event_bytes
+        self.idle_timeout = settings.stream_idle_timeout_seconds
+
+    @hookimpl
+    def wrap_response_stream(self, flow: Flow, stream: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+        return limited(stream, self.max_event_bytes, self.idle_timeout)
+
+
+class IdleWatch:
+    """One timer per stream instead of ``asyncio.timeout`` per chunk (that costs microseconds a chunk).
+
+    ``since`` is set while the stream waits for upstream bytes. The timer re-arms itself for
+    ``since + idle``; when a wait has lasted ``idle`` it cancels the waiting task, which
+    :func:`limited` turns into :class:`StreamIdleTimeout` (as ``asyncio.timeout`` does).
+    """
+
+    __slots__ = ("loop", "idle", "since", "task", "fired", "cancelling", "handle")
+
+    def __init__(self, idle: float) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.idle = idle
+        self.since: float | None = None
+        self.task: asyncio.Task[Any] | None = None
+        self.fired = False
+        self.cancelling = 0
+        self.handle: asyncio.TimerHandle | None = self.loop.call_at(self.loop.time() + idle, self._check)
+
+    def _check(self) -> None:
+        since, now = self.since, self.loop.time()
+        if since is not None and self.task is not None and now - since >= self.idle:
+            self.fired, self.handle = True, None
+            self.cancelling = self.task.cancelling()
+            self.task.cancel()
+            return
+        self.handle = self.loop.call_at((since if since is not None else now) + self.idle, self._check)
+
+    def ours(self) -> bool:
+        """After a CancelledError: was it this watch's (and only this watch's) cancellation?"""
+        return self.fired and self.task is not None and self.task.uncancel() <= self.cancelling
+
+    def stop(self) -> None:
+        if self.handle is not None:
+            self.handle.cancel()
+            self.handle = None
+
+
+async def limited(stream: AsyncIterator[bytes], max_event_bytes: int, idle_timeout: float) -> AsyncIterator[bytes]:
+    """``stream`` with whole events only, each at most ``max_event_bytes``, and an idle timeout."""
+    limiter = EventLimiter(max_event_bytes)
+    iterator = stream.__aiter__()
+    watch = IdleWatch(idle_timeout)
+    loop, current_task = watch.loop, asyncio.current_task
+    try:
+        while True:
+            watch.task, watch.since = current_task(), loop.time()
+            try:
+                chunk = await iterator.__anext__()
+            except StopAsyncIteration:
+                break
+            except asyncio.CancelledError:
+                if watch.ours():
+                    raise StreamIdleTimeout(f"upstream sent nothing for {idle_timeout:g} s "
+                                            "(CODEX_LB_STREAM_IDLE_TIMEOUT_SECONDS)") from None
+                raise
+            finally:
+                watch.since = None
+            out = limiter.feed(chunk)
+            if out:
+                yield out
+            if limiter.error is not None:
+                raise limiter.error
+        if rest := limiter.rest():
+            yield rest
+    finally:
+        watch.stop()
+        aclose = getattr(iterator, "aclose", None)
+        if aclose is not None:
+            try:
+                await aclose()
+            except Exception:
+                log.debug("closing the upstream stream failed", exc_info=True)
