@@ -16,8 +16,15 @@ from urllib.parse import urlsplit, urlunsplit
 
 from codexlb.accounts.callback import CallbackServer
 from codexlb.accounts.claims import identity
-from codexlb.accounts.oauth import LoginError, OAuthTokens, Pkce, authorize_url, check_callback, exchange_code
-from codexlb.accounts.oauth import parse_callback as parse_callback_text
+from codexlb.accounts.oauth import (
+    LoginError,
+    OAuthTokens,
+    Pkce,
+    authorize_url,
+    check_callback,
+    exchange_code,
+    parse_callback,
+)
 
 if TYPE_CHECKING:
     from codexlb.db.store import AccountStore, StoredAccount
@@ -115,7 +122,7 @@ class LoginSession:
 
     async def complete(self, pasted: str) -> StoredAccount:
         """Finish with a pasted callback URL (or its query)."""
-        return await self.complete_query(parse_callback_text(pasted))
+        return await self.complete_query(parse_callback(pasted))
 
     async def complete_query(self, query: dict[str, str]) -> StoredAccount:
         """Check the callback, exchange the code, store the account; raises :class:`LoginError`."""

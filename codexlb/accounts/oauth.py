@@ -92,7 +92,7 @@ def parse_callback(text: str) -> dict[str, str]:
 
 def check_callback(query: dict[str, str], state: str) -> str:
     """The authorization code of a callback query; raises :class:`LoginError` for anything else."""
-    if not secrets.compare_digest(query.get("state", ""), state):
+    if not secrets.compare_digest(query.get("state", "").encode(), state.encode()):
         raise LoginError("login failed: the callback's state does not match this login (an old or foreign "
                          "browser tab, or a pasted URL from another attempt); nothing was stored. Start the "
                          "login again.", "state_mismatch")

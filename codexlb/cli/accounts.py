@@ -39,6 +39,8 @@ if TYPE_CHECKING:
     from codexlb.db.store import AccountStore, StoredAccount
     from codexlb.settings import Settings
 
+SHARED_LOGIN_NOTE = ("note: refresh tokens are single-use: once Codex refreshes this login, codexlb's copy is refused "
+                     "(the account then needs `codexlb accounts login`), and the other way round")
 RUNNING_SERVER_NOTE = "(a running codexlb server sees this after a restart; PATCH /api/accounts/ID changes it live)"
 
 
@@ -152,8 +154,16 @@ async def _login(args: argparse.Namespace, settings: Settings) -> int:
                 account = await session.wait(timeout)
         finally:
             await session.close()
-    _out(f"codexlb: {describe(account, session.created)}")
+    _report(account, session.created)
     return 0
+
+
+def _report(account: StoredAccount, created: bool) -> None:
+    _out(f"codexlb: {describe(account, created)}")
+    if not account.refresh_token:
+        print("codexlb accounts login: warning: the auth server sent no refresh token, so this account stops "
+              "working when its access token expires; add offline_access to CODEX_LB_OAUTH_SCOPE and log in "
+              "again", file=sys.stderr)
 
 
 async def _login_device(args: argparse.Namespace, settings: Settings, store: AccountStore) -> int:
@@ -163,7 +173,7 @@ async def _login_device(args: argparse.Namespace, settings: Settings, store: Acc
          f"(it expires in about {minutes} min). Waiting for approval ...")
     tokens = await poll_device(settings, device)
     account, created = await save_login(store, tokens, label=args.label)
-    _out(f"codexlb: {describe(account, created)}")
+    _report(account, created)
     return 0
 
 
@@ -193,6 +203,7 @@ async def _export(args: argparse.Namespace, settings: Settings) -> int:
     async with open_store(settings) as store:
         account = await _find(store, args.account)
     data = build_auth_json(account)
+    print(SHARED_LOGIN_NOTE, file=sys.stderr)
     if not args.output:
         sys.stdout.write(dump_auth_json(data))
         return 0

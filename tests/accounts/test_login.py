@@ -10,10 +10,11 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 import pytest
 
+from codexlb.accounts.oauth import LoginError, check_callback, parse_callback
 from codexlb.settings import Settings
 from codexlb.testing.fake_faults import Fault
 from codexlb.testing.fake_upstream import FakeUpstream
-from codexlb.testing.jwt import pkce_challenge
+from codexlb.testing.jwt import codex_claims, make_jwt, pkce_challenge
 from tests.accounts.conftest import (
     URL_RE,
     ScriptedStdin,
@@ -159,3 +160,23 @@ async def test_manual_login_rejects_a_foreign_url(fake: FakeUpstream, settings: 
     stdin.feed("\n")
     assert await run.result() == 1 and "no callback URL" in run.err
     assert await stored(settings) == []
+
+
+async def test_login_without_refresh_token_warns(fake: FakeUpstream, settings: Settings, cli) -> None:
+    common = {"chatgpt_account_id": "acct-norefresh", "email": "nr@example.com", "iat": 1, "exp": 4_000_000_000}
+    body = {"access_token": make_jwt(codex_claims(**common, kind="access")),  # type: ignore[arg-type]
+            "id_token": make_jwt(codex_claims(**common))}  # type: ignore[arg-type]
+    fake.inject(None, Fault.status(200, body), endpoint="token")
+    run = cli(settings, "accounts", "login")
+    await browser((await run.wait_for(URL_RE)).group(0))
+    assert await run.result() == 0
+    assert "no refresh token" in run.err and "offline_access" in run.err
+    [row] = await stored(settings)
+    assert row.chatgpt_account_id == "acct-norefresh" and row.refresh_token is None
+
+
+def test_check_callback_rejects_odd_state() -> None:
+    with pytest.raises(LoginError) as info:
+        check_callback({"state": "sté", "code": "c"}, "state")
+    assert info.value.code == "state_mismatch"
+    assert check_callback(parse_callback("?code=c&state=s"), "s") == "c"
