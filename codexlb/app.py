@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("codexlb")
 FLUSH_INTERVAL_SECONDS = 1.0
+SYNC_EVERY_TICKS = 5
 
 
 class CodexLB:
@@ -97,10 +98,22 @@ class CodexLB:
             await self.engine.dispose()
 
     async def _flush_loop(self) -> None:
+        """Write changed account state every second; pick up others' changes every few seconds.
+
+        Other changes are the CLI (login, pause, remove) and other replicas sharing the database.
+        """
+        ticks = 0
         while True:
             await asyncio.sleep(FLUSH_INTERVAL_SECONDS)
-            if self.store is not None:
-                await self.pool.flush(self.store)
+            if self.store is None:
+                continue
+            await self.pool.flush(self.store)
+            ticks += 1
+            if ticks % SYNC_EVERY_TICKS == 0:
+                try:
+                    self.pool.sync(await self.store.list())
+                except Exception:
+                    log.warning("could not read accounts from the database; will retry", exc_info=True)
 
     async def check_ready(self) -> dict[str, Any]:
         """What ``/readyz`` reports: database reachable and migrated."""

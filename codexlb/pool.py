@@ -63,6 +63,7 @@ class AccountPool:
         self.accounts: dict[str, Account] = {}
         self.credentials: dict[str, Credentials] = {}
         self._dirty: set[str] = set()
+        self._seen: dict[str, float] = {}
 
     # -- loading -------------------------------------------------------------------------
 
@@ -78,15 +79,43 @@ class AccountPool:
             account.primary, account.secondary = old.primary, old.secondary
             account.last_used_at = old.last_used_at or account.last_used_at
         self.accounts[row.id] = account
+        self._seen[row.id] = row.updated_at
         if row.access_token:
             self.credentials[row.id] = Credentials(row.access_token, row.refresh_token, row.id_token,
                                                    row.token_refreshed_at)
         return account
 
+    def sync(self, rows: Iterable[StoredAccount]) -> None:
+        """Merge the database's view: new accounts join, removed ones leave, newer rows win.
+
+        Accounts changed here and not yet flushed keep their in-memory state.
+        """
+        ids = set()
+        for row in rows:
+            ids.add(row.id)
+            if row.id in self._dirty or row.updated_at <= self._seen.get(row.id, -1.0):
+                continue
+            fresh = row.id not in self.accounts
+            account = account_from_stored(row)
+            if fresh:
+                self.accounts[row.id] = account
+            else:
+                current = self.accounts[row.id]
+                for name in ("label", "email", "plan_type", "status", "status_reason", "priority",
+                             "cooldown_until", "primary", "secondary", "credits"):
+                    setattr(current, name, getattr(account, name))
+            self._seen[row.id] = row.updated_at
+            if row.access_token:
+                self.credentials[row.id] = Credentials(row.access_token, row.refresh_token, row.id_token,
+                                                       row.token_refreshed_at)
+        for gone in set(self.accounts) - ids:
+            self.remove(gone)
+
     def remove(self, account_id: str) -> None:
         self.accounts.pop(account_id, None)
         self.credentials.pop(account_id, None)
         self._dirty.discard(account_id)
+        self._seen.pop(account_id, None)
 
     # -- reading -------------------------------------------------------------------------
 

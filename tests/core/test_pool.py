@@ -1,0 +1,68 @@
+"""The in-memory pool: usability, cooldowns, and merging the database's view."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+
+from codexlb.db.store import StoredAccount
+from codexlb.pool import AccountPool
+from codexlb.types import AccountStatus
+
+
+def stored(id: str, **changes: object) -> StoredAccount:
+    now = time.time()
+    row = StoredAccount(id=id, label=id, email=f"{id}@x", chatgpt_account_id=f"c-{id}", plan_type="plus",
+                        status=AccountStatus.ACTIVE, status_reason=None, priority=0, access_token=f"at-{id}",
+                        refresh_token=f"rt-{id}", id_token=None, token_issued_at=now, token_refreshed_at=now,
+                        cooldown_until=0.0, last_used_at=None, primary_used_percent=0.0,
+                        primary_window_minutes=300, primary_resets_at=None, secondary_used_percent=0.0,
+                        secondary_window_minutes=10080, secondary_resets_at=None, credits=None,
+                        created_at=now, updated_at=now)
+    return dataclasses.replace(row, **changes)
+
+
+def test_expired_limit_lifted_on_read() -> None:
+    pool = AccountPool()
+    account = pool.put(stored("a"))
+    pool.cool_down(account, time.time() - 1, status=AccountStatus.RATE_LIMITED, reason="usage_limit_reached")
+    assert [a.id for a in pool.usable()] == ["a"] and account.status is AccountStatus.ACTIVE
+
+
+def test_cooldown_and_next_available() -> None:
+    pool = AccountPool()
+    a, b = pool.put(stored("a")), pool.put(stored("b"))
+    until = time.time() + 100
+    pool.cool_down(a, until, status=AccountStatus.RATE_LIMITED)
+    assert [x.id for x in pool.usable()] == ["b"]
+    assert pool.next_available_at() == until
+    assert [x.id for x in pool.usable(exclude=["b"])] == []
+    assert b.usable()
+
+
+def test_sync_adds_removes_and_applies_newer_rows() -> None:
+    pool = AccountPool()
+    pool.load([stored("a"), stored("b")])
+    row_a = stored("a", status=AccountStatus.PAUSED, label="renamed", updated_at=time.time() + 5,
+                   access_token="at-new")
+    pool.sync([row_a, stored("c")])
+    assert set(pool.accounts) == {"a", "c"}
+    assert pool.accounts["a"].status is AccountStatus.PAUSED and pool.accounts["a"].label == "renamed"
+    assert pool.credentials["a"].access_token == "at-new" and "b" not in pool.credentials
+
+
+def test_sync_keeps_unflushed_local_changes() -> None:
+    pool = AccountPool()
+    account = pool.put(stored("a"))
+    pool.cool_down(account, time.time() + 60, status=AccountStatus.RATE_LIMITED)
+    pool.sync([stored("a", updated_at=time.time() + 5)])
+    assert account.status is AccountStatus.RATE_LIMITED
+
+
+def test_sync_ignores_rows_not_newer() -> None:
+    pool = AccountPool()
+    row = stored("a")
+    account = pool.put(row)
+    account.label = "local"
+    pool.sync([dataclasses.replace(row, label="db")])
+    assert account.label == "local"
