@@ -29,6 +29,8 @@ Clock = Callable[[], float]
 """Returns unix time in seconds (``time.time`` unless a test injects its own)."""
 
 META_PREFIX = "jobs."
+RETRY_AFTER_FAILURE_SECONDS = 60.0
+"""A run that had problems is tried again after at most this long (instead of a whole interval)."""
 LEADER_KEY = "jobs.leader"
 """``meta`` key of the current leader: instance, host, pid, since, heartbeat."""
 
@@ -139,8 +141,9 @@ class Job:
             return self.status
 
     def _after_run(self, start: float, end: float) -> None:
-        """Plan the next run (default: one interval after this one started)."""
-        self._next = start + self.interval
+        """Plan the next run: one interval after this one started, sooner after a failed run."""
+        delay = min(self.interval, RETRY_AFTER_FAILURE_SECONDS) if self._problems else self.interval
+        self._next = start + delay
 
     def _record(self, start: float, end: float) -> None:
         st = self.status

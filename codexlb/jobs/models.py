@@ -100,6 +100,12 @@ class ModelRegistry:
         if self.lb.sessionmaker is not None:
             await put_registry(self.lb.sessionmaker, self.key, payload=payload, etag=etag, fetched_at=fetched_at)
 
+    def newer_than_cache(self, client_version: str | None) -> bool:
+        """Whether ``client_version`` is newer than the version the cache was fetched for."""
+        wanted = _version(client_version) if client_version else None
+        cached = _version(self.lb.settings.model_registry_client_version)
+        return wanted is not None and cached is not None and wanted > cached
+
     # -- answers ------------------------------------------------------------------------------
     def openai_response(self) -> ProxyResponse:
         """``GET /v1/models``."""

@@ -7,6 +7,8 @@ Registering :data:`blueprint` also overrides the views of ``GET /v1/models`` and
 ``GET /backend-api/codex/models`` (endpoints ``proxy.models`` / ``proxy.codex_models``): while
 ``lb.models`` holds a model list they answer from it after the usual admission check (firewall,
 API keys) and are logged like any flow; otherwise they fall back to the upstream pass-through.
+A Codex client newer than ``MODEL_REGISTRY_CLIENT_VERSION`` may be offered models the cache lacks,
+so its request goes to the upstream first and the cache only answers when that fails (5xx).
 """
 
 from __future__ import annotations
@@ -54,6 +56,14 @@ def _registry_view(endpoint: str, passthrough: Any) -> Any:
         registry = getattr(lb, "models", None)
         if registry is None or not registry.ready:
             return await passthrough()  # type: ignore[no-any-return]
+        client_version = request.args.get("client_version")
+        if endpoint == "codex_models" and registry.newer_than_cache(client_version):
+            live: Response = await passthrough()  # the cache may lack models this client can use
+            if live.status_code < 500:
+                return live
+            cached = registry.codex_response(client_version, request.headers.get("if-none-match"))
+            headers = [*cached.headers, ("x-codexlb-route", "model_registry:fallback")]
+            return Response(cached.body, status=cached.status, headers=headers)
         flow = proxy.make_flow(endpoint)
         result = await lb.pipeline.admit(flow)
         if result is None:
@@ -61,8 +71,7 @@ def _registry_view(endpoint: str, passthrough: Any) -> Any:
             if endpoint == "models":
                 result = registry.openai_response()
             else:
-                result = registry.codex_response(request.args.get("client_version"),
-                                                 request.headers.get("if-none-match"))
+                result = registry.codex_response(client_version, request.headers.get("if-none-match"))
             flow.response = result
         return proxy.to_quart(lb, flow, result)
 

@@ -74,6 +74,10 @@ async def test_takeover_after_a_clean_stop_and_followers_reload_the_models(
             assert not await b.jobs.tick()
             assert b.models.ready  # the follower picked up the list the leader stored
             assert len(fake.requests_for("models")) == 1
+            state = await b.jobs.describe()  # what GET /api/jobs shows on a follower: the leader's record
+            assert not state["instance"]["is_leader"] and state["leader"]["instance"] == a.jobs.identity["instance"]
+            models = next(job for job in state["jobs"] if job["name"] == "models")
+            assert models["leader"] is False and models["ran_by"] == a.jobs.identity and models["runs"] == 1
 
             await a.stop()
             assert await b.jobs.tick()  # B leads at once and keeps A's schedule: no refetch yet

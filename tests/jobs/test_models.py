@@ -94,6 +94,9 @@ async def test_routes_answer_from_the_cache_after_a_restart_with_the_upstream_do
         assert live.status_code == 200 and live.headers["x-codexlb-route"] == "model_registry:cache"
         slugs = [m["id"] for m in live.json()["data"]]
         assert slugs and len(proxy.fake.requests_for("models")) == fetched  # answered from memory
+        newer = await proxy.client.get("/backend-api/codex/models", params={"client_version": "0.150.0"})
+        assert newer.status_code == 200 and len(proxy.fake.requests_for("models")) == fetched + 1
+        assert len(newer.json()["models"]) > len(slugs)  # a newer client sees models the cache lacks
 
     down = FakeUpstream()  # never started: the upstream is unreachable
     async with proxy_server(tmp_path, accounts=1, fake=down, pipeline=PIPELINE, model_registry_enabled=True) as proxy:
@@ -105,9 +108,13 @@ async def test_routes_answer_from_the_cache_after_a_restart_with_the_upstream_do
         again = await proxy.client.get("/backend-api/codex/models", params={"client_version": "0.101.0"},
                                        headers={"if-none-match": codex.headers["etag"]})
         assert again.status_code == 304
+        proxy.lb.jobs.models.backoff = 0.0
         status = await proxy.lb.jobs.run_now("models")
         assert status.last_ok is False and "unreachable" in (status.last_error or "")
         assert (await proxy.client.get("/v1/models")).status_code == 200
+        newer = await proxy.client.get("/backend-api/codex/models", params={"client_version": "0.150.0"})
+        assert newer.status_code == 200 and newer.headers["x-codexlb-route"] == "model_registry:fallback"
+        assert [m["slug"] for m in newer.json()["models"]] == slugs
 
 
 async def test_routes_pass_through_without_a_cache(tmp_path: Path, fake: FakeUpstream) -> None:

@@ -37,7 +37,10 @@ async def test_calls_refresh_if_due_for_refreshable_accounts(tmp_path: Path, fak
         assert seen == ["acct1", "acct2", "acct4"]  # paused accounts stay fresh; re-login ones are skipped
         assert job.status.last_ok is False
         assert "acct2: refresh failed (RuntimeError: boom)" in (job.status.last_error or "")
-        assert job.next_due() == clock.now + 600
+        assert job.next_due() == clock.now + 60  # a failed run is retried sooner than the 600 s interval
+        clock.advance(60)
+        await lb.jobs.tick()
+        assert seen[3:] == ["acct1", "acct2", "acct4"]
 
 
 async def test_refreshes_stale_idle_tokens_through_the_token_manager(tmp_path: Path, fake: FakeUpstream,
