@@ -18,7 +18,6 @@ import asyncio
 import contextlib
 import json
 import math
-import subprocess
 import sys
 import tempfile
 import time
@@ -37,6 +36,7 @@ from bench.procs import (
     cpu_split,
     machine,
     pin,
+    py_spy,
     raise_fd_limit,
     rss_kb,
     start_fast_fake,
@@ -94,8 +94,14 @@ class Target:
         return percentile(getattr(block, kind), p) if block else math.nan
 
 
-def request_maker(port: int, accounts: list[dict[str, Any]] | None) -> Callable[[int, dict[str, str]], bytes]:
-    """Codex-like requests for worker ``i``; with ``accounts``, authenticated as one (direct calls)."""
+def request_maker(port: int, accounts: list[dict[str, Any]] | None,
+                  body_kb: int = 0) -> Callable[[int, dict[str, str]], bytes]:
+    """Codex-like requests for worker ``i``; with ``accounts``, authenticated as one (direct calls).
+
+    ``body_kb`` > 0 adds a developer message of that size (a long conversation's history).
+    """
+    history = [{"type": "message", "role": "developer",
+                "content": [{"type": "input_text", "text": ("lorem ipsum " * (body_kb * 86))[: body_kb * 1024]}]}]
 
     def make(i: int, extra: dict[str, str]) -> bytes:
         headers = {"originator": "codex_cli_rs", "session-id": f"bench-session-{i:04d}"}
@@ -104,7 +110,10 @@ def request_maker(port: int, accounts: list[dict[str, Any]] | None) -> Callable[
             headers.update({"Authorization": f"Bearer {acct['access_token']}",
                             "chatgpt-account-id": acct["chatgpt_account_id"]})
         headers.update(extra)
-        return build_request(RESPONSES, sample_request(prompt_cache_key=f"bench-{i:04d}"), headers, port)
+        body = sample_request(prompt_cache_key=f"bench-{i:04d}")
+        if body_kb:
+            body["input"] = history + body["input"]
+        return build_request(RESPONSES, body, headers, port)
 
     return make
 
@@ -155,18 +164,13 @@ async def profile(proxy: Target, out_dir: Path, secs: float, log: Callable[[str]
     """py-spy the proxy under c=64 load: collapsed stacks (``profile.txt``) and a flame graph (``profile.svg``)."""
     from bench.pyspy_top import report
 
-    spy = Path(sys.executable).with_name("py-spy")
-    out_dir.mkdir(parents=True, exist_ok=True)
     for fmt, name in (("raw", "profile.txt"), ("flamegraph", "profile.svg")):
         log(f"py-spy {fmt} for {secs:.0f} s at c=64 -> {out_dir / name}")
-        cmd = [str(spy), "record", "--pid", str(proxy.pid), "--duration", str(int(secs)), "--rate", "200",
-               "--nonblocking", "--format", fmt, "-o", str(out_dir / name)]
-        spy_proc = await asyncio.create_subprocess_exec(*cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        spy = await py_spy(proxy.pid, out_dir / name, secs, fmt)
         await asyncio.sleep(0.5)
         await proxy.measure(f"profile-{fmt}", 64, duration=secs)
-        _, err = await spy_proc.communicate()
-        if spy_proc.returncode:
-            log(f"py-spy failed: {err.decode(errors='replace')[-500:]}")
+        if await spy.wait():
+            log(f"py-spy failed ({spy.returncode}); is ptrace allowed?")
     if (out_dir / "profile.txt").exists():
         print(report(out_dir / "profile.txt"))
 
@@ -252,14 +256,16 @@ async def main_async(args: argparse.Namespace) -> int:
             fake, fake_port, accounts = await start_fast_fake(root, args.accounts, other_cores)
             children.append(fake)
             upstream, auth = f"http://127.0.0.1:{fake_port}/backend-api", f"http://127.0.0.1:{fake_port}"
-            targets = [Target("direct", fake_port, fake.pid, request_maker(fake_port, accounts))]
+            targets = [Target("direct", fake_port, fake.pid, request_maker(fake_port, accounts, args.body_kb))]
             if not args.no_floor:
                 floor, floor_port = await start_floor(root, upstream, root / "fake-accounts.json", proxy_cores)
                 children.append(floor)
-                targets.append(Target("floor", floor_port, floor.pid, request_maker(floor_port, None), proxy_cores))
+                targets.append(Target("floor", floor_port, floor.pid, request_maker(floor_port, None, args.body_kb),
+                                      proxy_cores))
             proxy_child, proxy_port = await start_proxy(root, upstream, auth, accounts, plugins, proxy_cores)
             children.append(proxy_child)
-            proxy = Target("proxy", proxy_port, proxy_child.pid, request_maker(proxy_port, None), proxy_cores)
+            proxy = Target("proxy", proxy_port, proxy_child.pid, request_maker(proxy_port, None, args.body_kb),
+                           proxy_cores)
             targets.append(proxy)
             mem = await measure(targets, proxy, preset, log)
             text, data = table(targets, mem, preset["held"])
@@ -283,6 +289,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--accounts", type=int, default=4)
     parser.add_argument("--held", type=int, help="held streams for the memory test (default 500)")
     parser.add_argument("--plugins", help="comma-separated pipeline (default: the default plugins that exist)")
+    parser.add_argument("--body-kb", type=int, default=0, help="pad each request body by this many KB")
     parser.add_argument("--no-floor", action="store_true", help="skip the engine-floor server")
     parser.add_argument("--json", type=Path, help="also write the results as JSON")
     parser.add_argument("--profile", type=Path, help="py-spy the proxy at c=64; write profile.txt/.svg here")

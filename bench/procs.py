@@ -235,3 +235,12 @@ async def start_floor(root: Path, upstream: str, accounts_file: Path, cores: set
                   log_path=root / "floor.log", cores=cores, env=env)
     await asyncio.to_thread(wait_http, f"http://127.0.0.1:{port}/healthz", child)
     return child, port
+
+
+async def py_spy(pid: int, out: Path, secs: float, fmt: str = "raw") -> asyncio.subprocess.Process:
+    """Start ``py-spy record`` on ``pid`` for ``secs`` (non-blocking sampling, 200 Hz); await ``.wait()``."""
+    spy = Path(sys.executable).with_name("py-spy")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    cmd = [str(spy), "record", "--pid", str(pid), "--duration", str(max(1, int(secs))), "--rate", "200",
+           "--nonblocking", "--format", fmt, "-o", str(out)]
+    return await asyncio.create_subprocess_exec(*cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -17,6 +17,7 @@ import argparse
 import asyncio
 import json
 import math
+import signal
 import sys
 import tempfile
 import time
@@ -29,8 +30,8 @@ import aiohttp
 
 from bench.fastfake import account_info
 from bench.loadclient import percentile
-from bench.procs import available_plugins, cpu_split, machine, pin, start_proxy
-from bench.workload import Conversation, Oracle, Transcript, demand, make_workload
+from bench.procs import available_plugins, cpu_split, machine, pin, py_spy, start_proxy
+from bench.workload import Conversation, Oracle, Transcript, demand, ideal_hit_ratio, make_workload
 from codexlb.testing.fake_sse import parse_sse
 from codexlb.testing.sim_upstream import SimUpstream
 
@@ -40,6 +41,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     "tiny": {"conversations": 3, "spread": 0.5, "turns": (2, 3), "think": (0.05, 0.1), "short": 20},
 }
 RESPONSES = "/codex/responses"
+DELTA = b"event: response.output_text.delta"
 
 
 @dataclass
@@ -48,6 +50,8 @@ class TurnResult:
     account: str | None
     status: str
     ttfe: float = 0.0
+    ttft: float = 0.0
+    """Time to the first output delta (what a user waits for)."""
     input: int = 0
     cached: int = 0
     quota_left: bool = True
@@ -78,9 +82,12 @@ async def send(session: aiohttp.ClientSession, url: str, body: bytes, headers: d
     start = time.perf_counter()
     try:
         async with session.post(url, data=body, headers=headers) as answer:
-            chunks, first = [], 0.0
+            chunks, first, output, tail = [], 0.0, 0.0, b""
             async for chunk in answer.content.iter_any():
                 first = first or time.perf_counter()
+                if not output and DELTA in tail + chunk:
+                    output = time.perf_counter()
+                tail = chunk[-len(DELTA):]
                 chunks.append(chunk)
             used = labels.get(answer.headers.get("x-codexlb-account", ""), account)
             route = answer.headers.get("x-codexlb-route", "")
@@ -94,7 +101,7 @@ async def send(session: aiohttp.ClientSession, url: str, body: bytes, headers: d
     if done is None:
         return TurnResult(conv, used, "stream_error", quota_left=arm.sim.has_quota(), route=route)
     usage = done["response"].get("usage") or {}
-    return TurnResult(conv, used, "ok", first - start, int(usage.get("input_tokens", 0)),
+    return TurnResult(conv, used, "ok", first - start, (output or first) - start, int(usage.get("input_tokens", 0)),
                       int((usage.get("input_tokens_details") or {}).get("cached_tokens", 0)), route=route)
 
 
@@ -118,12 +125,14 @@ async def converse(conv: Conversation, arm: Arm, session: aiohttp.ClientSession,
             await asyncio.sleep(max(turn.think, 0.5))
         else:
             arm.abandoned += 1
-            return
+            break
         transcript.answer(turn)
         await asyncio.sleep(turn.think)
+    if target["oracle"] is not None:
+        target["oracle"].release(conv.id)
 
 
-def summarise(arm: Arm, conversations: int) -> dict[str, Any]:
+def summarise(arm: Arm) -> dict[str, Any]:
     ok = [r for r in arm.results if r.status == "ok"]
     paths: dict[str, list[str | None]] = {}
     for r in ok:
@@ -143,6 +152,8 @@ def summarise(arm: Arm, conversations: int) -> dict[str, Any]:
         "conversations on >1 account": sum(1 for p in paths.values() if len(set(p)) > 1) / max(1, len(paths)),
         "TTFE p50 ms": 1000 * percentile([r.ttfe for r in ok], 50),
         "TTFE p90 ms": 1000 * percentile([r.ttfe for r in ok], 90),
+        "first output delta p50 ms": 1000 * percentile([r.ttft for r in ok], 50),
+        "first output delta p90 ms": 1000 * percentile([r.ttft for r in ok], 90),
         "errors": dict(errors), "429/5xx while an account had quota": bad_while_quota,
         "token share": {f"acct{i}": stats[a].input_tokens / served if a in stats else 0.0
                         for i, a in enumerate(arm.sim.accounts, 1)},
@@ -209,6 +220,7 @@ async def main_async(args: argparse.Namespace) -> int:
         labels = {f"acct{i}": a for i, a in enumerate(proxy_sim.accounts, 1)}
         targets = [{"url": oracle_sim.base_url + RESPONSES, "oracle": Oracle(oracle_sim), "labels": {}},
                    {"url": f"http://127.0.0.1:{port}/backend-api{RESPONSES}", "oracle": None, "labels": labels}]
+        spy = await py_spy(proxy.pid, args.profile / "sim-profile.txt", duration + 5) if args.profile else None
         try:
             timeout = aiohttp.ClientTimeout(total=120)
             async with aiohttp.ClientSession(timeout=timeout) as s1, aiohttp.ClientSession(timeout=timeout) as s2:
@@ -218,15 +230,26 @@ async def main_async(args: argparse.Namespace) -> int:
                         for arm, target, session in zip(arms, targets, (s1, s2), strict=True):
                             group.create_task(converse(conv, arm, session, begin, target))
         finally:
+            if spy is not None:
+                if spy.returncode is None:
+                    spy.send_signal(signal.SIGINT)  # py-spy writes its output and exits
+                await spy.wait()
             proxy.stop()
             for arm in arms:
                 await arm.sim.stop()
-    summaries = [summarise(arm, len(workload)) for arm in arms]
+    summaries = [summarise(arm) for arm in arms]
+    ideal = ideal_hit_ratio(workload, probe.token_scale)
     print(f"plugins: {', '.join(plugins)}; {args.accounts} accounts; seed {args.seed}")
     print(render(*summaries))
+    print(f"ideal cache-hit ratio (no conversation ever moves, nothing expires): {ideal:.3f}")
+    if args.profile and (args.profile / "sim-profile.txt").exists():
+        from bench.pyspy_top import report
+
+        print(report(args.profile / "sim-profile.txt"))
     seconds = round(time.monotonic() - started, 1)
     if args.json:
-        args.json.write_text(json.dumps({"oracle": summaries[0], "proxy": summaries[1], "plugins": plugins,
+        args.json.write_text(json.dumps({"oracle": summaries[0], "proxy": summaries[1], "ideal cache-hit": ideal,
+                                         "plugins": plugins,
                                          "machine": machine(), "preset": preset, "seconds": seconds}, indent=2))
     log(f"done in {seconds} s")
     return 0
@@ -244,6 +267,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cache-ttl", type=float, default=30.0, help="prompt cache TTL in s")
     parser.add_argument("--plugins", help="comma-separated pipeline (default: the default plugins that exist)")
     parser.add_argument("--json", type=Path, help="also write the results as JSON")
+    parser.add_argument("--profile", type=Path, help="py-spy the proxy over the run; write sim-profile.txt here")
     args = parser.parse_args(argv)
     try:
         import uvloop

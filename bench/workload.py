@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import random
 import uuid
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -113,9 +114,9 @@ def demand(workload: list[Conversation], token_scale: int, cached_weight: float)
 class Oracle:
     """Keeps each conversation on one account until that account cannot pay for the next turn.
 
-    It reads the simulator's state (exact remaining budgets and cache contents), so it is the best a
-    router can do without splitting conversations: new and moved conversations go to the account with
-    the most tokens left.
+    It reads the simulator's state (exact remaining budgets and cache contents). New and moved
+    conversations go to the account with the most tokens left per conversation already living there,
+    so load spreads instead of piling onto the fullest account.
     """
 
     def __init__(self, sim: SimUpstream) -> None:
@@ -129,9 +130,33 @@ class Oracle:
 
     def choose(self, key: str, body_size: int) -> str:
         tokens = max(1, body_size // 4) * self.sim.token_scale
-        home = self.home.get(key)
+        home = self.home.pop(key, None)
         if home is not None and self.sim.remaining(home) >= self.cost_on(home, key, tokens):
+            self.home[key] = home
             return home
-        best = max(self.sim.accounts, key=lambda a: (self.sim.remaining(a) - self.cost_on(a, key, tokens), a))
+        living = Counter(self.home.values())
+
+        def score(account_id: str) -> tuple[float, str]:
+            left = self.sim.remaining(account_id) - self.cost_on(account_id, key, tokens)
+            return (left / (1 + living[account_id]) if left > 0 else left, account_id)
+
+        best = max(self.sim.accounts, key=score)
         self.home[key] = best
         return best
+
+    def release(self, key: str) -> None:
+        """The conversation ended."""
+        self.home.pop(key, None)
+
+
+def ideal_hit_ratio(workload: list[Conversation], token_scale: int) -> float:
+    """Cache-hit ratio if no conversation ever moved and no cache entry expired (an upper bound)."""
+    cached = total = 0
+    for conv in workload:
+        transcript, previous = Transcript(conv), 0
+        for turn in conv.turns:
+            transcript.ask(turn)
+            tokens = len(transcript.body()) // 4 * token_scale
+            cached, total, previous = cached + min(previous, tokens), total + tokens, tokens
+            transcript.answer(turn)
+    return cached / total if total else 0.0
