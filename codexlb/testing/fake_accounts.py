@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from codexlb.testing.jwt import codex_claims, make_jwt
+from codexlb.testing.secrets import register_secret
 
 CLIENT_ID = "app_EMoamEEZ73f0CkXaXp7hrann"
 
@@ -125,6 +126,7 @@ class FakeAccount:
         digest = hashlib.sha256(f"{self.chatgpt_account_id}:{gen}".encode()).hexdigest()
         self.refresh_token = f"rt_{digest[:40]}"
         self.last_refresh = self.clock()
+        register_secret(self.access_token, self.refresh_token, self.id_token)  # must never appear in logs
 
     def expire_access_token(self) -> None:
         """Re-mint the access token with an ``exp`` in the past (the refresh token stays valid)."""
