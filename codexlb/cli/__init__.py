@@ -47,6 +47,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     if settings is not None:
         logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        for noisy in ("httpx", "httpcore", "alembic"):  # one line per upstream call is too much
+            logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
     try:
         return int(args.func(args, settings) or 0)
     except (ConfigError, PluginError) as exc:

@@ -61,7 +61,7 @@ def hypercorn_config(settings: Settings) -> Any:
     config.graceful_timeout = settings.shutdown_grace_seconds
     config.keep_alive_timeout = 75
     config.accesslog = None
-    config.errorlog = "-"
+    config.errorlog = logging.getLogger("hypercorn.error")
     return config
 
 
