@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import re
 import time
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
@@ -25,6 +26,7 @@ from codexlb.errors import (
     UpstreamError,
 )
 from codexlb.flow import Attempt, Flow, ProxyResponse
+from codexlb.pool import LIMITED
 from codexlb.streaming import Tap, guard, peek_first_event
 from codexlb.types import Account, AccountStatus
 
@@ -32,6 +34,12 @@ if TYPE_CHECKING:
     from codexlb.app import CodexLB
 
 log = logging.getLogger("codexlb.pipeline")
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+
+
+def _no_constant(name: str) -> float:
+    """``json.loads`` hook: NaN and Infinity are not JSON."""
+    raise ValueError(f"{name} is not a valid JSON value")
 
 
 class Pipeline:
@@ -95,8 +103,8 @@ class Pipeline:
             return
         ctype = req.headers.get("content-type", "application/json").split(";")[0].strip().lower()
         if ctype and ctype != "application/json" and not ctype.endswith("+json"):
-            raise FlowError(f"Content-Type must be application/json, not {ctype!r}", status=415,
-                            code="unsupported_media_type")
+            raise BadRequest(f"Content-Type must be application/json, not {ctype!r}", status=415,
+                             code="unsupported_media_type")
         encoding = req.headers.get("content-encoding", "identity").strip().lower()
         if encoding not in ("", "identity"):
             raise UnsupportedEncoding(f"Content-Encoding {encoding!r} is not supported; send zstd, gzip, deflate "
@@ -105,13 +113,21 @@ class Pipeline:
         if not req.body:
             raise BadRequest("request body is empty; expected a JSON object", code="invalid_json")
         try:
-            payload = json.loads(req.body)
+            payload = json.loads(req.body, parse_constant=_no_constant)
         except UnicodeDecodeError:
             raise BadRequest("request body is not valid UTF-8", code="invalid_json") from None
         except ValueError as exc:
             raise BadRequest(f"request body is not valid JSON: {exc}", code="invalid_json") from None
+        except RecursionError:
+            raise BadRequest("request body is nested too deeply", code="invalid_json") from None
         if not isinstance(payload, dict):
             raise BadRequest("request body must be a JSON object", code="invalid_json")
+        if _SURROGATE_ESCAPE.search(req.body):  # a lone \ud800 parses but cannot be re-encoded as UTF-8
+            try:
+                json.dumps(payload, ensure_ascii=False).encode()
+            except UnicodeEncodeError:
+                raise BadRequest("request body contains an unpaired UTF-16 surrogate escape",
+                                 code="invalid_json") from None
         req.payload = payload
 
     # -- routing -------------------------------------------------------------------------
@@ -183,6 +199,10 @@ class Pipeline:
         if available_at is None:
             return NoAccountAvailable("no account is usable (all paused, deactivated or need re-login); "
                                       "see `codexlb accounts list`")
+        if not any(a.status in LIMITED for a in pool.all()):
+            wait = max(1, math.ceil(available_at - time.time()))
+            return FlowError("every account is cooling down after upstream errors; try again shortly",
+                             status=503, code="accounts_cooling_down", headers={"retry-after": str(wait)})
         wait = max(1, math.ceil(available_at - time.time()))
         return PoolExhausted(
             "The usage limit has been reached on every pooled account", code="usage_limit_reached",

@@ -138,3 +138,12 @@ async def test_mid_stream_drop_ends_with_terminal_event(proxy: ProxyHarness) -> 
     assert response.content.rstrip().split(b"\n\n")[-1].startswith(b"event: response.failed")
     assert b"response.completed" not in response.content
     assert len(proxy.fake.requests_for("responses")) == 1
+
+
+async def test_all_cooling_after_errors_is_503_not_usage_limit(proxy: ProxyHarness) -> None:
+    proxy.fake.inject(None, Fault.server_error(500), times=2)
+    first = await post(proxy)
+    assert first.status_code == 502
+    second = await post(proxy)
+    assert second.status_code == 503 and second.json()["error"]["code"] == "accounts_cooling_down"
+    assert int(second.headers["retry-after"]) >= 1
