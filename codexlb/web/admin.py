@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from quart import Blueprint, Quart, current_app, jsonify
+from quart import Blueprint, Quart, current_app, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from codexlb.app import lb_of
@@ -45,6 +45,11 @@ def install_error_handlers(app: Quart) -> None:
         if exc.code == 413:
             message = ("request body exceeds the limit (CODEX_LB_MAX_DECOMPRESSED_BODY_BYTES = "
                        f"{current_app.config['MAX_CONTENT_LENGTH']})")
+        allowed = sorted(getattr(exc, "valid_methods", None) or ())
+        if exc.code == 405 and allowed:
+            message = f"method {request.method} is not allowed on {request.path}; allowed: {', '.join(allowed)}"
+            body, status = _error(405, code, message)
+            return body, status, {"allow": ", ".join(allowed)}
         return _error(exc.code or 500, code, message)
 
     @app.errorhandler(Exception)
