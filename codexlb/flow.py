@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
-from codexlb.errors import FlowError
+from codexlb.errors import BadRequest, FlowError
 from codexlb.types import Account, TokenUsage
 
 T = TypeVar("T")
@@ -66,15 +66,26 @@ class ProxyRequest:
     payload_modified: bool = False
     """Set by a plugin that changed ``payload``; otherwise the body is forwarded byte for byte."""
 
+    _serialised: bytes | None = field(default=None, repr=False)
+
     def forward_body(self) -> bytes:
-        """The body to send upstream: the original bytes unless the payload was changed."""
-        if self.payload is not None and (self.payload_modified or self.body is None):
-            return json.dumps(self.payload, separators=(",", ":"), ensure_ascii=False).encode()
-        return self.body or b""
+        """The body to send upstream: the original bytes unless the payload was changed.
+
+        :raises BadRequest: the payload holds text that cannot be UTF-8 (a lone surrogate escape).
+        """
+        if self.payload is None or not (self.payload_modified or self.body is None):
+            return self.body or b""
+        if self._serialised is None:
+            try:
+                self._serialised = json.dumps(self.payload, separators=(",", ":"), ensure_ascii=False).encode()
+            except UnicodeEncodeError:
+                raise BadRequest("request body contains an unpaired UTF-16 surrogate escape",
+                                 code="invalid_json") from None
+        return self._serialised
 
     def set_payload(self, payload: dict[str, Any]) -> None:
         """Replace the payload and mark it for re-serialising."""
-        self.payload, self.payload_modified = payload, True
+        self.payload, self.payload_modified, self._serialised = payload, True, None
 
 
 @dataclass(eq=False)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import re
 import time
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
@@ -34,7 +33,6 @@ if TYPE_CHECKING:
     from codexlb.app import CodexLB
 
 log = logging.getLogger("codexlb.pipeline")
-_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 
 
 def _no_constant(name: str) -> float:
@@ -122,12 +120,6 @@ class Pipeline:
             raise BadRequest("request body is nested too deeply", code="invalid_json") from None
         if not isinstance(payload, dict):
             raise BadRequest("request body must be a JSON object", code="invalid_json")
-        if _SURROGATE_ESCAPE.search(req.body):  # a lone \ud800 parses but cannot be re-encoded as UTF-8
-            try:
-                json.dumps(payload, ensure_ascii=False).encode()
-            except UnicodeEncodeError:
-                raise BadRequest("request body contains an unpaired UTF-16 surrogate escape",
-                                 code="invalid_json") from None
         req.payload = payload
 
     # -- routing -------------------------------------------------------------------------

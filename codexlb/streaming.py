@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 from codexlb import ratelimits
 from codexlb.errors import FlowError, UpstreamError
 from codexlb.flow import Flow, StashKey
-from codexlb.sse import TERMINAL_TYPES, SSEEvent, SSEScanner, usage_from_completed
+from codexlb.sse import TERMINAL_TYPES, SSEEvent, SSEEventTooLarge, SSEScanner, usage_from_completed
 from codexlb.upstream_errors import classify_event
 
 if TYPE_CHECKING:
@@ -31,6 +31,14 @@ def event_type(event: SSEEvent) -> str | None:
     return event.type
 
 
+def _scan(scanner: SSEScanner, chunk: bytes) -> list[SSEEvent]:
+    try:
+        return scanner.feed(chunk)
+    except SSEEventTooLarge as exc:
+        raise FlowError(f"upstream event larger than {exc.limit} bytes", status=502,
+                        code="sse_event_too_large") from None
+
+
 class Tap:
     """Reads the upstream stream as it passes: usage, rate limits, terminal events."""
 
@@ -42,7 +50,7 @@ class Tap:
         self.terminal: str | None = None
 
     def feed(self, chunk: bytes) -> None:
-        for event in self.scanner.feed(chunk):
+        for event in _scan(self.scanner, chunk):
             kind = event_type(event)
             if kind == "codex.rate_limits":
                 self._rate_limits(event)
@@ -100,7 +108,7 @@ async def peek_first_event(tap: Tap, body: AsyncIterator[bytes]) -> AsyncIterato
                 break
             buffered.append(chunk)
             size += len(chunk)
-            for event in scanner.feed(chunk):
+            for event in _scan(scanner, chunk):
                 kind = event_type(event)
                 if kind == "codex.rate_limits":
                     tap._rate_limits(event)

@@ -51,7 +51,8 @@ async def test_tokens_captured_from_response_completed(tmp_path: Path) -> None:
 
 async def test_no_database_round_trip_while_proxying(tmp_path: Path) -> None:
     async with proxy_server(tmp_path, accounts=2, pipeline=PIPELINE) as proxy:
-        await proxy.lb.tasks.cancel_all()  # the background flush would write concurrently
+        await proxy.lb.jobs.stop()  # background writers would run concurrently
+        await proxy.lb.tasks.cancel_all()
         statements: list[str] = []
         sync_engine = proxy.lb.engine.sync_engine
 
