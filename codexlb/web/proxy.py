@@ -1,4 +1,9 @@
-"""The proxied routes: each request becomes a :class:`Flow` run through the pipeline."""
+"""The proxied routes: each request becomes a :class:`Flow` run through the pipeline.
+
+The model routes answer from the model registry (``app.models``) when it holds a list, after the
+usual admission check; a Codex client newer than ``MODEL_REGISTRY_CLIENT_VERSION`` goes to the
+upstream first (the cache may lack models it can use) and gets the cache only when that fails.
+"""
 
 from __future__ import annotations
 
@@ -92,8 +97,35 @@ async def _finishing(lb: CodexLB, flow: Flow, body: AsyncIterator[bytes]) -> Asy
         lb.quart.add_background_task(lb.hooks.flow_done, flow)  # type: ignore[union-attr]
 
 
+async def handle_models(endpoint: str) -> Response:
+    """Model lists from the registry cache when it has one, else (or for newer clients) from upstream."""
+    lb = lb_of(current_app)  # type: ignore[arg-type]
+    registry = lb.models
+    if not registry.ready:
+        return await handle(endpoint)
+    client_version = request.args.get("client_version")
+    if_none_match = request.headers.get("if-none-match")
+    if endpoint == "codex_models" and registry.newer_than_cache(client_version):
+        live = await handle(endpoint)  # the cache may lack models this newer client can use
+        if live.status_code < 500:
+            return live
+        cached = registry.codex_response(client_version, if_none_match)
+        return Response(cached.body, status=cached.status,  # type: ignore[arg-type]
+                        headers=[*cached.headers, ("x-codexlb-route", "model_registry:fallback")])
+    flow = make_flow(endpoint)
+    result = await lb.pipeline.admit(flow)
+    if result is None:
+        flow.route = "model_registry:cache"
+        result = (registry.openai_response() if endpoint == "models"
+                  else registry.codex_response(client_version, if_none_match))
+        flow.response = result
+    return to_quart(lb, flow, result)
+
+
 def _view(endpoint: str):  # type: ignore[no-untyped-def]
     async def view() -> Response:
+        if endpoint in ("models", "codex_models"):
+            return await handle_models(endpoint)
         return await handle(endpoint)
 
     view.__name__ = endpoint
