@@ -182,8 +182,10 @@ async def test_backs_up_sqlite_before_a_pending_migration(
 async def test_keeps_only_the_newest_backups(engine: AsyncEngine, settings: Settings,
                                              migrated: MigrationReport,
                                              migrations_with: Callable[[str], Path]) -> None:
-    if settings.sqlite_path is None:
-        pytest.skip("backups are for SQLite files only")
+    if settings.sqlite_path is None:  # PostgreSQL: no file to copy, so a migration never makes one
+        report = await prepare_database(settings, engine, migrations_dir=migrations_with(ADD_TABLE))
+        assert report.upgraded and report.backup is None
+        return
     settings = dataclasses.replace(settings, database_sqlite_pre_migrate_backup_max_files=2)
     folder = migrations_with(ADD_TABLE)
     made = []
