@@ -123,3 +123,30 @@ async def test_plugins_command_lists_hooks(tmp_path: Path, fake: FakeUpstream) -
     listed = json.loads(out)
     assert [p["name"] for p in listed] == ["select_round_robin", "upstream"]
     assert "send_upstream" in listed[1]["hooks"] and "select_account" in listed[0]["hooks"]
+
+
+async def test_fake_upstream_command(tmp_path: Path) -> None:
+    port = free_port()
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "codexlb", "fake-upstream", "--port", str(port), "--accounts", "2",
+        "--auth-dir", str(tmp_path / "auth"), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    try:
+        assert proc.stdout is not None
+        first = await asyncio.wait_for(proc.stdout.readline(), 30)
+        assert f"http://127.0.0.1:{port}/backend-api".encode() in first
+        auth_files = sorted((tmp_path / "auth").glob("*/auth.json"))
+        for _ in range(100):
+            if len(auth_files) == 2:
+                break
+            await asyncio.sleep(0.05)
+            auth_files = sorted((tmp_path / "auth").glob("*/auth.json"))
+        assert len(auth_files) == 2
+        auth = json.loads(auth_files[0].read_text())
+        headers = {"authorization": f"Bearer {auth['tokens']['access_token']}",
+                   "chatgpt-account-id": auth["tokens"]["account_id"]}
+        async with httpx.AsyncClient() as client:
+            usage = await client.get(f"http://127.0.0.1:{port}/backend-api/wham/usage", headers=headers)
+        assert usage.status_code == 200 and usage.json()["rate_limit"]["allowed"] is True
+    finally:
+        proc.terminate()
+        await proc.wait()
