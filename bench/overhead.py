@@ -1,7 +1,7 @@
 """Proxy overhead against direct: latency, throughput, CPU and memory of ``codexlb serve``.
 
-    .venv/bin/python -m bench.overhead            # ~2.5 minutes
-    .venv/bin/python -m bench.overhead --quick    # ~40 s
+    .venv/bin/python -m bench.overhead            # ~2 minutes
+    .venv/bin/python -m bench.overhead --quick    # ~30 s
     .venv/bin/python -m bench.overhead --profile bench/out   # + py-spy profile of the proxy at c=64
 
 The fake upstream (``bench.fastfake``) and this load client share one core; the proxy (Hypercorn on
@@ -47,7 +47,7 @@ from codexlb.testing.fake_sse import sample_request
 
 PRESETS: dict[str, dict[str, Any]] = {
     "default": {"warm": 1.0, "c1_rounds": 4, "c1_secs": 2.0, "rounds": 3, "secs": 3.0, "held": 500, "hold": 6.0},
-    "quick": {"warm": 0.5, "c1_rounds": 2, "c1_secs": 1.0, "rounds": 1, "secs": 2.0, "held": 500, "hold": 3.0},
+    "quick": {"warm": 0.3, "c1_rounds": 2, "c1_secs": 0.75, "rounds": 1, "secs": 1.5, "held": 500, "hold": 2.0},
     "tiny": {"warm": 0.1, "c1_rounds": 1, "c1_secs": 0.2, "rounds": 1, "secs": 0.3, "held": 20, "hold": 0.5},
 }
 LOADS = (("c1", 1), ("c16", 16), ("c64", 64))
@@ -270,12 +270,20 @@ async def main_async(args: argparse.Namespace) -> int:
             mem = await measure(targets, proxy, preset, log)
             text, data = table(targets, mem, preset["held"])
             print(f"plugins: {', '.join(plugins)}\n{text}", flush=True)
+            data.update(machine=machine(), preset=preset, plugins=plugins)
+            if args.json:
+                args.json.write_text(json.dumps(data, indent=2, default=str))
             if args.profile:
                 await profile(proxy, args.profile, args.profile_secs, log)
+        except BaseException:
+            await asyncio.sleep(3)  # a server shutting down (signal from outside?) has exited by now
+            for child in children:
+                log(f"{child.log_path.name} (exit status {child.proc.poll()}):\n{child.tail(30)}")
+            raise
         finally:
             for child in reversed(children):
                 child.stop()
-    data.update(machine=machine(), preset=preset, plugins=plugins, seconds=round(time.monotonic() - started, 1))
+    data["seconds"] = round(time.monotonic() - started, 1)
     if args.json:
         args.json.write_text(json.dumps(data, indent=2, default=str))
     log(f"done in {data['seconds']} s")
@@ -284,7 +292,7 @@ async def main_async(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="codexlb proxy overhead against direct calls to the fake")
-    parser.add_argument("--quick", action="store_true", help="~40 s instead of ~2.5 min")
+    parser.add_argument("--quick", action="store_true", help="~30 s instead of ~2 min")
     parser.add_argument("--tiny", action="store_true", help="a few requests (smoke test)")
     parser.add_argument("--accounts", type=int, default=4)
     parser.add_argument("--held", type=int, help="held streams for the memory test (default 500)")

@@ -99,7 +99,13 @@ def machine() -> dict[str, str]:
                       if line.startswith("Model name")), model)
     except OSError:
         pass
-    return {"cpu": model, "cores": str(os.cpu_count()), "python": sys.version.split()[0]}
+    root = Path(__file__).resolve().parent.parent
+    git = ["git", "-C", str(root)]
+    commit = subprocess.run([*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    dirty = subprocess.run([*git, "status", "--porcelain", "--", "codexlb", "plugins"], capture_output=True,
+                           text=True).stdout.strip()
+    return {"cpu": model, "cores": str(os.cpu_count()), "python": sys.version.split()[0],
+            "commit": commit + ("+uncommitted changes in codexlb/ or plugins/" if dirty else "")}
 
 
 async def import_accounts(root: Path, env: Mapping[str, str], accounts: list[dict[str, Any]]) -> None:

@@ -34,6 +34,15 @@ def short(frame: str) -> tuple[str, bool]:
     return f"{path}:{match['func']}", mine
 
 
+def package(name: str) -> str:
+    """Where a ``file:function`` lives: ``h11``, ``asyncio``, ``json``; ``codexlb/sse.py`` for our modules."""
+    path = name.rsplit(":", 1)[0]
+    head = path.split("/", 1)[0]
+    if head in ("codexlb", "plugins"):
+        return path
+    return head.removesuffix(".py")
+
+
 def load(path: Path) -> tuple[Counter[str], Counter[str], Counter[str], int, set[str]]:
     own: Counter[str] = Counter()
     total: Counter[str] = Counter()
@@ -71,7 +80,12 @@ def report(path: Path, top: int = 20) -> str:
     def pct(n: int) -> str:
         return f"{100 * n / samples:5.1f}%"
 
-    lines = [f"{samples} samples from {path}", "", f"top {top} by own time (any code):"]
+    packages: Counter[str] = Counter()
+    for name, n in own.items():
+        packages[package(name)] += n
+    lines = [f"{samples} samples from {path}", "", f"own time by package / our module (top {top}):"]
+    lines += [f"  {pct(n)}  {name}" for name, n in packages.most_common(top)]
+    lines += ["", f"top {top} by own time (any code):"]
     lines += [f"  {pct(n)}  {name}" for name, n in own.most_common(top)]
     lines += ["", f"top {top} of our code (codexlb/, plugins/) by own time incl. library calls made directly:"]
     lines += [f"  {pct(n)}  {name}" for name, n in ours_own.most_common(top)]

@@ -138,6 +138,7 @@ def summarise(arm: Arm) -> dict[str, Any]:
     for r in ok:
         paths.setdefault(r.conv, []).append(r.account)
     switches = sum(sum(1 for a, b in zip(p, p[1:], strict=False) if a != b) for p in paths.values())
+    returns = sum(sum(1 for i in range(1, len(p)) if p[i] != p[i - 1] and p[i] in p[:i - 1]) for p in paths.values())
     later_turns = sum(len(p) - 1 for p in paths.values())
     errors = Counter(r.status for r in arm.results if r.status != "ok")
     bad_while_quota = sum(1 for r in arm.results if r.status != "ok" and r.quota_left
@@ -149,6 +150,7 @@ def summarise(arm: Arm) -> dict[str, Any]:
         "turns ok": len(ok), "turns failed": len(arm.results) - len(ok), "abandoned conversations": arm.abandoned,
         "cache-hit ratio": sum(r.cached for r in ok) / inputs if inputs else math.nan,
         "turns that switched account": switches / later_turns if later_turns else 0.0,
+        "  of which back to an earlier account": returns / later_turns if later_turns else 0.0,
         "conversations on >1 account": sum(1 for p in paths.values() if len(set(p)) > 1) / max(1, len(paths)),
         "TTFE p50 ms": 1000 * percentile([r.ttfe for r in ok], 50),
         "TTFE p90 ms": 1000 * percentile([r.ttfe for r in ok], 90),
@@ -190,7 +192,7 @@ async def main_async(args: argparse.Namespace) -> int:
     def log(message: str) -> None:
         print(f"[{time.monotonic() - started:6.1f}s] {message}", file=sys.stderr, flush=True)
 
-    short = preset["short"]
+    short = args.short or preset["short"]
     sim_options = {"short_seconds": short, "weekly_seconds": short * 30, "cache_ttl": args.cache_ttl,
                    "event_delay": 0.002}
     workload = make_workload(args.seed, preset["conversations"], preset["spread"], preset["turns"], preset["think"])
@@ -264,6 +266,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--capacity", type=float, default=1.5,
                         help="short-window budgets over the demand with perfect caching (all accounts)")
     parser.add_argument("--weekly-factor", type=float, default=8.0, help="weekly budget / short budget")
+    parser.add_argument("--short", type=int, help="short window in s (default 60; the weekly one is 30x)")
     parser.add_argument("--cache-ttl", type=float, default=30.0, help="prompt cache TTL in s")
     parser.add_argument("--plugins", help="comma-separated pipeline (default: the default plugins that exist)")
     parser.add_argument("--json", type=Path, help="also write the results as JSON")
