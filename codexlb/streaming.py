@@ -24,6 +24,8 @@ HELD = frozenset({"response.created", "response.in_progress"})
 """Events held back with the ``codex.*`` ones until the stream shows it is really answering."""
 TERMINAL = TERMINAL_TYPES
 TAPPED = frozenset({"codex.rate_limits", *TERMINAL_TYPES})
+MARKERS = (b"codex.rate_limits", b"response.completed", b"response.incomplete", b"response.failed", b"error")
+"""Byte strings one of which every tapped event contains (its type, in the event line or the JSON)."""
 
 
 def event_type(event: SSEEvent) -> str | None:
@@ -50,6 +52,8 @@ class Tap:
         self.terminal: str | None = None
 
     def feed(self, chunk: bytes) -> None:
+        if not self.scanner.buffered and chunk.endswith(b"\n\n") and not any(m in chunk for m in MARKERS):
+            return  # whole events only, none of a type we read: skip the scan (the common delta chunk)
         for event in _scan(self.scanner, chunk):
             kind = event_type(event)
             if kind == "codex.rate_limits":

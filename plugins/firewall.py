@@ -24,6 +24,7 @@ Core settings used: ``FIREWALL_TRUST_PROXY_HEADERS``, ``FIREWALL_TRUSTED_PROXY_C
 
 from __future__ import annotations
 
+import functools
 import hmac
 import ipaddress
 from collections.abc import Iterable, Mapping, Sequence
@@ -39,6 +40,7 @@ IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 UNKNOWN = "unknown"
 
 
+@functools.lru_cache(maxsize=4096)
 def parse_ip(text: str) -> IPAddress | None:
     """An address from a header hop: ``1.2.3.4``, ``1.2.3.4:80``, ``[::1]:80``, ``"::1"``; else None.
 

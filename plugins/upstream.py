@@ -1,7 +1,9 @@
 """Send flows to the ChatGPT backend as the chosen account and stream the answer back.
 
-Hooks: ``startup``/``shutdown`` (one shared ``httpx.AsyncClient`` over the aiohttp transport),
-``send_upstream``. The client's ``Authorization`` is replaced by the account's token and
+Hooks: ``startup``/``shutdown`` (one shared ``aiohttp.ClientSession``), ``send_upstream``.
+It talks aiohttp directly: the httpx layer over the aiohttp transport measured ~0.37 ms CPU per
+streamed request inside the full pipeline (``bench/RESULTS.md``), above design.md's 0.15 ms bar.
+The client's ``Authorization`` is replaced by the account's token and
 ``chatgpt-account-id`` is set; Codex's own headers (``session-id``, ``originator``,
 ``x-codex-*``, ...) pass through; hop-by-hop headers are dropped. Failures are classified by
 :mod:`codexlb.upstream_errors` so the core can fail over.
@@ -19,7 +21,7 @@ import asyncio
 from collections.abc import AsyncIterator, Mapping
 from typing import TYPE_CHECKING, Any
 
-import httpx
+import aiohttp
 
 from codexlb import ConfigError, Flow, ProxyResponse, UpstreamError, hookimpl, ratelimits
 from codexlb.upstream_errors import TRANSIENT_COOLDOWN_SECONDS, classify
@@ -54,9 +56,9 @@ def forward_headers(headers: Mapping[str, str], token: str, chatgpt_account_id: 
 class Upstream:
     """The built-in upstream client."""
 
-    def __init__(self, client: httpx.AsyncClient | None = None) -> None:
-        self.client = client
-        self._own_client = client is None
+    def __init__(self, session: aiohttp.ClientSession | None = None) -> None:
+        self.session = session
+        self._own_session = session is None
         self.max_connections = 1000
         self.error_body_bytes = 65536
 
@@ -73,80 +75,75 @@ class Upstream:
 
     @hookimpl
     async def startup(self, app: CodexLB) -> None:
-        if self.client is None:
-            from httpx_aiohttp import AiohttpTransport
-
-            limits = httpx.Limits(max_connections=self.max_connections,
-                                  max_keepalive_connections=self.max_connections)
-            timeout = httpx.Timeout(connect=self.settings.upstream_connect_timeout_seconds,
-                                    read=None, write=60.0, pool=self.settings.upstream_connect_timeout_seconds)
-            self.client = httpx.AsyncClient(transport=AiohttpTransport(limits=limits, trust_env=False),
-                                            timeout=timeout)
+        if self.session is None:
+            connector = aiohttp.TCPConnector(limit=self.max_connections, ttl_dns_cache=300,
+                                             enable_cleanup_closed=True)
+            timeout = aiohttp.ClientTimeout(total=None, sock_connect=self.settings.upstream_connect_timeout_seconds)
+            self.session = aiohttp.ClientSession(connector=connector, timeout=timeout, auto_decompress=False,
+                                                 trust_env=False, skip_auto_headers=("User-Agent", "Accept"))
 
     @hookimpl
     async def shutdown(self) -> None:
-        if self.client is not None and self._own_client:
-            await self.client.aclose()
-            self.client = None
+        if self.session is not None and self._own_session:
+            await self.session.close()
+            self.session = None
 
     @hookimpl
     async def send_upstream(self, flow: Flow, account: Account, app: CodexLB) -> ProxyResponse:
-        assert self.client is not None, "upstream plugin not started"
+        assert self.session is not None, "upstream plugin not started"
         token = await app.tokens.access_token(account)
         url = app.settings.upstream_base_url.rstrip("/") + flow.upstream_path
-        params = None
-        if flow.upstream_method == "GET":
-            params = flow.request.query or {"client_version": app.settings.model_registry_client_version}
         headers = forward_headers(flow.request.headers, token, account.chatgpt_account_id)
-        content = flow.request.forward_body() if flow.upstream_method == "POST" else None
-        if content is not None:
+        content = None
+        if flow.upstream_method == "GET":
+            query = flow.request.query or f"client_version={app.settings.model_registry_client_version}"
+            url = f"{url}?{query}"
+        else:
+            content = flow.request.forward_body()
             headers["content-type"] = "application/json"
-        request = self.client.build_request(flow.upstream_method, url, params=params, headers=headers,
-                                            content=content)
         try:
             async with asyncio.timeout(app.settings.stream_idle_timeout_seconds):
-                response = await self.client.send(request, stream=True)
-        except (httpx.TimeoutException, TimeoutError) as exc:
-            raise UpstreamError(f"upstream timed out ({type(exc).__name__})", status=504,
-                                code="upstream_timeout", cooldown_seconds=TRANSIENT_COOLDOWN_SECONDS) from None
-        except httpx.TransportError as exc:
+                response = await self.session.request(flow.upstream_method, url, headers=headers, data=content,
+                                                      allow_redirects=False)
+        except TimeoutError:
+            raise UpstreamError("upstream timed out before answering", status=504, code="upstream_timeout",
+                                cooldown_seconds=TRANSIENT_COOLDOWN_SECONDS) from None
+        except aiohttp.ClientError as exc:
             raise UpstreamError(f"upstream unreachable ({type(exc).__name__})", code="upstream_unreachable",
                                 cooldown_seconds=TRANSIENT_COOLDOWN_SECONDS) from None
         lowered = {k.lower(): v for k, v in response.headers.items()}
         if ratelimits.apply_headers(account, lowered):
             app.pool.mark_dirty(account)
         out_headers = [(k, v) for k, v in response.headers.items() if k.lower() not in DROP_RESPONSE]
-        if response.status_code != 200:
+        if response.status != 200:
             body = await self._read_bounded(response)
-            error = classify(response.status_code, lowered, body)
+            error = classify(response.status, lowered, body)
             if error is not None:
                 raise error
-            return ProxyResponse(response.status_code, out_headers, body)
+            return ProxyResponse(response.status, out_headers, body)
         if "text/event-stream" not in lowered.get("content-type", ""):
             return ProxyResponse(200, out_headers, await self._read_bounded(response, 64 << 20))
         return ProxyResponse(200, out_headers, self._stream(response))
 
-    async def _read_bounded(self, response: httpx.Response, limit: int | None = None) -> bytes:
+    async def _read_bounded(self, response: aiohttp.ClientResponse, limit: int | None = None) -> bytes:
         limit = limit or self.error_body_bytes
-        parts, size = [], 0
         try:
-            async for chunk in response.aiter_raw():
-                parts.append(chunk)
-                size += len(chunk)
-                if size >= limit:
-                    break
-        except httpx.HTTPError:
-            pass
+            body = await response.content.read(limit)
+        except aiohttp.ClientError:
+            body = b""
         finally:
-            await response.aclose()
-        return b"".join(parts)[:limit]
+            response.close()
+        return body
 
-    async def _stream(self, response: httpx.Response) -> AsyncIterator[bytes]:
+    async def _stream(self, response: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
         try:
-            async for chunk in response.aiter_raw():
+            async for chunk in response.content.iter_any():
                 yield chunk
-        except httpx.HTTPError as exc:
+        except aiohttp.ClientError as exc:
             raise UpstreamError(f"upstream stream broke ({type(exc).__name__})", code="upstream_stream_error",
                                 phase="stream", retryable=False) from None
         finally:
-            await response.aclose()
+            if response.content.at_eof():
+                response.release()
+            else:  # the client went away: drop the connection instead of reading the rest
+                response.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import functools
 import json
 from dataclasses import dataclass
 from typing import Any
@@ -25,8 +26,9 @@ def decode_payload(token: str | None) -> dict[str, Any]:
     return payload if isinstance(payload, dict) else {}
 
 
+@functools.lru_cache(maxsize=4096)
 def expires_at(token: str | None) -> float | None:
-    """The ``exp`` claim as unix time (``None`` when absent or unreadable)."""
+    """The ``exp`` claim as unix time (``None`` when absent or unreadable); cached per token."""
     exp = decode_payload(token).get("exp")
     if isinstance(exp, bool):
         return None

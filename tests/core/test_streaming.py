@@ -1,0 +1,52 @@
+"""The usage tap: same result whatever the chunking, including its skip-the-scan fast path."""
+
+from __future__ import annotations
+
+import json
+import random
+from types import SimpleNamespace
+
+import pytest
+
+from codexlb.pool import AccountPool
+from codexlb.settings import Settings
+from codexlb.streaming import Tap
+from codexlb.testing import make_account, make_flow
+
+EVENTS = [
+    {"type": "codex.rate_limits", "rate_limits": {"primary": {"used_percent": 12.5, "window_minutes": 300,
+                                                              "reset_at": 2000000000}}},
+    {"type": "response.created", "response": {"id": "r1"}},
+    *({"type": "response.output_text.delta", "delta": f"word{i} error "} for i in range(30)),
+    {"type": "response.completed", "response": {"id": "r1", "usage": {
+        "input_tokens": 100, "input_tokens_details": {"cached_tokens": 40}, "output_tokens": 30,
+        "output_tokens_details": {"reasoning_tokens": 7}}}},
+]
+STREAM = b"".join(f"event: {e['type']}\ndata: {json.dumps(e)}\n\n".encode() for e in EVENTS)
+
+
+def make_tap() -> Tap:
+    app = SimpleNamespace(settings=Settings(), pool=AccountPool())
+    return Tap(make_flow(), make_account("a"), app)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_any_chunking_gives_the_same_result(seed: int) -> None:
+    rng = random.Random(seed)
+    cuts = sorted(rng.sample(range(1, len(STREAM)), rng.randint(1, 60)))
+    tap = make_tap()
+    for start, end in zip([0, *cuts], [*cuts, len(STREAM)], strict=True):
+        tap.feed(STREAM[start:end])
+    assert tap.terminal == "response.completed"
+    usage = tap.flow.usage
+    assert usage is not None and (usage.input, usage.cached, usage.output, usage.reasoning) == (100, 40, 30, 7)
+    assert tap.account.primary.used_percent == 12.5
+
+
+def test_event_per_chunk_uses_the_fast_path() -> None:
+    tap = make_tap()
+    frames = [f + b"\n\n" for f in STREAM.replace(b" error ", b" fine ").split(b"\n\n") if f]
+    for chunk in frames:
+        tap.feed(chunk)
+    assert tap.terminal == "response.completed" and tap.flow.usage is not None
+    assert tap.scanner.scanned_bytes < len(STREAM) // 2  # the delta chunks were never scanned
