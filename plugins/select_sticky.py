@@ -31,6 +31,12 @@ Route reasons:
 When every candidate is below ``min_remaining_pct`` the plain ranking is used (moving would not
 help; the upstream's 429 makes the core fail over).
 
+Once a conversation has moved, it is pinned to its new account (an in-memory LRU of
+``max_pins`` keys; route ``sticky:moved``) and stays there while that account is usable, even after its home account
+recovers: going back would cost the prompt cache a second time. Placement before any move is the
+same on every replica; a pin is local to the replica that made the move (replicas that saw the
+same exhaustion move the conversation to the same next account anyway).
+
 Settings table ``[plugins.select_sticky]``:
 
 - ``min_remaining_pct`` (float 0..100, default 2.0): an account whose short or weekly remaining
@@ -40,6 +46,8 @@ Settings table ``[plugins.select_sticky]``:
 - ``weight_by_quota`` (bool, default false): weighted rendezvous (``-w / ln(u)``) with ``w`` the
   account's remaining quota in 10-point steps (1..10), so new conversations favour fuller
   accounts. Conversations then also move when an account's weight changes.
+- ``max_pins`` (int, default 100000): conversations remembered after a move (0: never pin, so a
+  conversation returns to its home account as soon as that is usable again).
 """
 
 from __future__ import annotations
@@ -48,6 +56,7 @@ import hashlib
 import json
 import math
 import time
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -60,7 +69,7 @@ if TYPE_CHECKING:
 NAME = "sticky"
 KEY_HEADERS = ("session-id", "thread-id", "session_id", "thread_id", "conversation_id", "conversation-id")
 SYSTEM_ROLES = frozenset({"system", "developer"})
-OPTIONS = ("min_remaining_pct", "weight_by_quota")
+OPTIONS = ("min_remaining_pct", "weight_by_quota", "max_pins")
 _TWO_52 = float(1 << 52)
 _TRUE, _FALSE = {"true", "1", "yes", "on"}, {"false", "0", "no", "off"}
 
@@ -123,7 +132,9 @@ class SelectSticky:
     def __init__(self) -> None:
         self.min_remaining_pct = 2.0
         self.weight_by_quota = False
+        self.max_pins = 100_000
         self._prefixes: dict[str, Any] = {}
+        self._pins: OrderedDict[str, str] = OrderedDict()
 
     @hookimpl
     def configure(self, config: Mapping[str, Any]) -> None:
@@ -143,6 +154,10 @@ class SelectSticky:
             raise ConfigError(f"[plugins.select_sticky] weight_by_quota: invalid value {flag!r}; "
                               "allowed: true or false")
         self.weight_by_quota = flag
+        pins = config.get("max_pins", self.max_pins)
+        if isinstance(pins, bool) or not isinstance(pins, int) or pins < 0:
+            raise ConfigError(f"[plugins.select_sticky] max_pins: invalid value {pins!r}; allowed: a whole number >= 0")
+        self.max_pins = pins
 
     # -- ranking -------------------------------------------------------------------------
 
@@ -185,6 +200,43 @@ class SelectSticky:
         flow.session_key = key
         if not candidates:
             return None
+        pinned = self._pinned(key, candidates)
+        if pinned is not None:
+            set_route(flow, NAME, "moved")
+            return pinned
+        chosen, home = self._choose(flow, key, candidates, app)
+        if home:
+            self._pins.pop(key, None)
+        else:
+            self._pin(key, chosen.id)
+        return chosen
+
+    def _pinned(self, key: str, candidates: Sequence[Account]) -> Account | None:
+        """The account this conversation moved to earlier, while it is a usable candidate with quota."""
+        account_id = self._pins.get(key)
+        if account_id is None:
+            return None
+        account = next((a for a in candidates if a.id == account_id), None)
+        if account is None:
+            return None
+        floor = self.min_remaining_pct
+        if floor > 0 and self._remaining(account, time.time()) < floor:
+            if any(self._remaining(a, time.time()) >= floor for a in candidates):
+                return None
+        self._pins.move_to_end(key)
+        return account
+
+    def _pin(self, key: str, account_id: str) -> None:
+        if self.max_pins <= 0:
+            return
+        self._pins[key] = account_id
+        self._pins.move_to_end(key)
+        while len(self._pins) > self.max_pins:
+            self._pins.popitem(last=False)
+
+    def _choose(self, flow: Flow, key: str, candidates: Sequence[Account],
+                app: CodexLB | None) -> tuple[Account, bool]:
+        """The rendezvous choice, and whether it is the conversation's home account."""
         raw, now, floor = key.encode("utf-8", "surrogatepass"), time.time(), self.min_remaining_pct
         weighted, prefixes, from_bytes = self.weight_by_quota, self._prefixes, int.from_bytes
         best = best_ok = None
@@ -204,9 +256,9 @@ class SelectSticky:
         home_usable = self._is_home(best, best_rank, candidates, app, flow, raw, now)
         if best_ok is None or best_ok is best:
             set_route(flow, NAME, "hit" if home_usable else "moved")
-            return best
+            return best, home_usable
         set_route(flow, NAME, "moved-low-quota" if home_usable else "moved")
-        return best_ok
+        return best_ok, False
 
     def _is_home(self, best: Account, best_rank: float, candidates: Sequence[Account], app: CodexLB | None,
                  flow: Flow, key: bytes, now: float) -> bool:

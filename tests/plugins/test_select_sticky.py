@@ -277,3 +277,57 @@ async def test_requests_without_a_key_go_to_least_used(tmp_path: Path) -> None:
             "model": "gpt-5.5", "stream": True, "store": False, "input": []})
         assert response.status_code == 200, response.text
         assert response.headers["x-codexlb-route"] == "least_used:most-remaining"
+
+
+async def test_moved_conversation_stays_after_home_recovers() -> None:
+    from codexlb.testing import make_account as account
+    from codexlb.testing import make_flow as flow_for
+    from plugins.select_sticky import SelectSticky as Sticky
+
+    from types import SimpleNamespace
+
+    accounts = [account(x) for x in "abcde"]
+    app = SimpleNamespace(pool=SimpleNamespace(accounts={a.id: a for a in accounts}))
+
+    def turn() -> object:
+        return flow_for(payload={"model": "m", "input": "hi", "prompt_cache_key": "conv-pin"})
+
+    for max_pins, back_home in ((100, False), (0, True)):
+        plugin = Sticky()
+        plugin.configure({"max_pins": max_pins})
+        home = await plugin.select_account(turn(), accounts, app)
+        moved_flow = turn()
+        moved = await plugin.select_account(moved_flow, [a for a in accounts if a is not home], app)
+        assert moved is not home and moved_flow.route == "sticky:moved"
+        again = turn()
+        chosen = await plugin.select_account(again, accounts, app)  # home is usable again
+        assert (chosen is home) is back_home
+        assert again.route == ("sticky:hit" if back_home else "sticky:moved")
+
+
+async def test_pinned_account_left_when_low_on_quota() -> None:
+    from codexlb.testing import make_account as account
+    from codexlb.testing import make_flow as flow_for
+    from plugins.select_sticky import SelectSticky as Sticky
+
+    from types import SimpleNamespace
+
+    accounts = [account(x) for x in "abc"]
+    app = SimpleNamespace(pool=SimpleNamespace(accounts={a.id: a for a in accounts}))
+    plugin = Sticky()
+    body = {"model": "m", "input": "hi", "prompt_cache_key": "conv-low"}
+    home = await plugin.select_account(flow_for(payload=body), accounts, app)
+    moved = await plugin.select_account(flow_for(payload=body), [a for a in accounts if a is not home], app)
+    moved.primary.used_percent = 99.5
+    chosen = await plugin.select_account(flow_for(payload=body), accounts, app)
+    assert chosen is not moved
+
+
+def test_max_pins_validated() -> None:
+    import pytest as _pytest
+
+    from codexlb.errors import ConfigError
+    from plugins.select_sticky import SelectSticky as Sticky
+
+    with _pytest.raises(ConfigError, match="max_pins"):
+        Sticky().configure({"max_pins": -1})
