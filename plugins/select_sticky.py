@@ -11,43 +11,34 @@ Conversation key (the first one present; stored raw in ``flow.session_key``):
    ``input`` (a string or items) or Chat ``messages``. Items are reduced to ``role`` + text, so a
    chat message and its Responses translation give the same key.
 
-The account is chosen by rendezvous (highest-random-weight) hashing: every account gets the score
-``blake2b(account.id + "\\0" + key)`` (8 bytes), the highest usable one wins. The hash is stable
-across processes, so every replica picks the same account, and an account leaving the pool moves
-only the conversations it owned, each to its next account in rendezvous order.
+A conversation is placed once and then pinned to its account (an in-memory LRU of ``max_pins``
+keys): later turns go to the same account while it is usable and above ``min_remaining_pct``,
+so the upstream prompt cache stays warm. It moves only when that account becomes unusable (or
+runs low while another has quota), and then stays on the new account even after the old one
+recovers: going back would cost the cache a second time.
 
-Route reasons:
+Placement is rendezvous (highest-random-weight) hashing over the usable candidates: every account
+gets the score ``blake2b(account.id + "\\0" + key)`` (8 bytes), weighted by remaining quota unless
+``weight_by_quota`` is off (``-w / ln(u)``, ``w`` = remaining in 10-point steps, 1..10), and the
+highest wins. The hash is stable across processes, so replicas with the same view of the pool
+place a conversation on the same account, and new conversations favour fuller accounts. Pins are
+local to a replica; after a restart a conversation is placed again the same way.
 
-- ``sticky:hit``: the conversation is on its home account (the top of the ranking over every
-  pooled account, usable or not);
-- ``sticky:moved``: the home account is unusable (cooling down, paused, ...), the next usable
-  account in rendezvous order serves it;
-- ``sticky:moved-low-quota``: the home account is usable, but its short or weekly remaining quota
-  is below ``min_remaining_pct``, so the conversation moves before it hits the wall;
-- no key: returns ``None`` (``flow.route`` is set to ``sticky:no-key`` when still empty) and the
-  next strategy decides. On a retry of the same flow the core's ``fallback-after-<status>`` /
-  ``retry-after-401`` reason is kept.
-
-When every candidate is below ``min_remaining_pct`` the plain ranking is used (moving would not
-help; the upstream's 429 makes the core fail over).
-
-Once a conversation has moved, it is pinned to its new account (an in-memory LRU of
-``max_pins`` keys; route ``sticky:moved``) and stays there while that account is usable, even after its home account
-recovers: going back would cost the prompt cache a second time. Placement before any move is the
-same on every replica; a pin is local to the replica that made the move (replicas that saw the
-same exhaustion move the conversation to the same next account anyway).
+Route reasons: ``sticky:new`` (first placement), ``sticky:hit`` (its pinned account),
+``sticky:moved`` (its account is unusable), ``sticky:moved-low-quota`` (its account is below
+``min_remaining_pct`` while another candidate is not), or, without a key, ``None`` is returned
+(``flow.route`` set to ``sticky:no-key`` when still empty) and the next strategy decides. On a
+retry of the same flow the core's ``fallback-after-<status>`` / ``retry-after-401`` reason is kept.
 
 Settings table ``[plugins.select_sticky]``:
 
 - ``min_remaining_pct`` (float 0..100, default 2.0): an account whose short or weekly remaining
-  quota is below this does not take sticky traffic while another candidate has more; 0 turns it
-  off. Remaining is ``select_least_used.effective_remaining`` with its default ramp: a window
-  that resets within 5 minutes counts as (nearly) full, one already past its reset as full.
-- ``weight_by_quota`` (bool, default false): weighted rendezvous (``-w / ln(u)``) with ``w`` the
-  account's remaining quota in 10-point steps (1..10), so new conversations favour fuller
-  accounts. Conversations then also move when an account's weight changes.
-- ``max_pins`` (int, default 100000): conversations remembered after a move (0: never pin, so a
-  conversation returns to its home account as soon as that is usable again).
+  quota is below this takes no sticky traffic while another candidate has more; 0 turns it off.
+  Remaining is ``select_least_used.effective_remaining`` with its default ramp: a window that
+  resets within 5 minutes counts as (nearly) full, one already past its reset as full.
+- ``weight_by_quota`` (bool, default true): weight placement by remaining quota (above).
+- ``max_pins`` (int, default 50000): conversations remembered; 0 turns pinning off, so every turn
+  is placed by rendezvous alone (and returns to its first account when that recovers).
 """
 
 from __future__ import annotations
@@ -131,8 +122,8 @@ class SelectSticky:
 
     def __init__(self) -> None:
         self.min_remaining_pct = 2.0
-        self.weight_by_quota = False
-        self.max_pins = 100_000
+        self.weight_by_quota = True
+        self.max_pins = 50_000
         self._prefixes: dict[str, Any] = {}
         self._pins: OrderedDict[str, str] = OrderedDict()
 
@@ -200,31 +191,30 @@ class SelectSticky:
         flow.session_key = key
         if not candidates:
             return None
-        pinned = self._pinned(key, candidates)
-        if pinned is not None:
-            set_route(flow, NAME, "moved")
+        now = time.time()
+        pinned_id = self._pins.get(key)
+        pinned = next((a for a in candidates if a.id == pinned_id), None) if pinned_id else None
+        above = [a for a in candidates if self._above_floor(a, now)]
+        if pinned is not None and (pinned in above or not above):
+            self._pins.move_to_end(key)
+            set_route(flow, NAME, "hit")
             return pinned
-        chosen, home = self._choose(flow, key, candidates, app)
-        if home:
-            self._pins.pop(key, None)
+        chosen = self._place(key, above or candidates, now)
+        if pinned_id is None:
+            reason = "new"
         else:
-            self._pin(key, chosen.id)
+            reason = "moved-low-quota" if pinned is not None else "moved"
+        set_route(flow, NAME, reason)
+        self._pin(key, chosen.id)
         return chosen
 
-    def _pinned(self, key: str, candidates: Sequence[Account]) -> Account | None:
-        """The account this conversation moved to earlier, while it is a usable candidate with quota."""
-        account_id = self._pins.get(key)
-        if account_id is None:
-            return None
-        account = next((a for a in candidates if a.id == account_id), None)
-        if account is None:
-            return None
-        floor = self.min_remaining_pct
-        if floor > 0 and self._remaining(account, time.time()) < floor:
-            if any(self._remaining(a, time.time()) >= floor for a in candidates):
-                return None
-        self._pins.move_to_end(key)
-        return account
+    def _above_floor(self, account: Account, now: float) -> bool:
+        return self.min_remaining_pct <= 0 or self._remaining(account, now) >= self.min_remaining_pct
+
+    def _place(self, key: str, candidates: Sequence[Account], now: float) -> Account:
+        """The rendezvous choice for ``key`` among ``candidates`` (weighted by quota when configured)."""
+        raw = key.encode("utf-8", "surrogatepass")
+        return max(candidates, key=lambda a: self._rank(a, raw, now))
 
     def _pin(self, key: str, account_id: str) -> None:
         if self.max_pins <= 0:
@@ -233,43 +223,3 @@ class SelectSticky:
         self._pins.move_to_end(key)
         while len(self._pins) > self.max_pins:
             self._pins.popitem(last=False)
-
-    def _choose(self, flow: Flow, key: str, candidates: Sequence[Account],
-                app: CodexLB | None) -> tuple[Account, bool]:
-        """The rendezvous choice, and whether it is the conversation's home account."""
-        raw, now, floor = key.encode("utf-8", "surrogatepass"), time.time(), self.min_remaining_pct
-        weighted, prefixes, from_bytes = self.weight_by_quota, self._prefixes, int.from_bytes
-        best = best_ok = None
-        best_rank = best_ok_rank = -1.0
-        for account in candidates:
-            if weighted:
-                rank = self._rank(account, raw, now)
-            else:  # the hot path, inlined
-                h = (prefixes.get(account.id) or self._prefix(account.id)).copy()
-                h.update(raw)
-                rank = from_bytes(h.digest(), "big")
-            if rank > best_rank:
-                best, best_rank = account, rank
-            if rank > best_ok_rank and (floor <= 0 or self._remaining(account, now) >= floor):
-                best_ok, best_ok_rank = account, rank
-        assert best is not None
-        home_usable = self._is_home(best, best_rank, candidates, app, flow, raw, now)
-        if best_ok is None or best_ok is best:
-            set_route(flow, NAME, "hit" if home_usable else "moved")
-            return best, home_usable
-        set_route(flow, NAME, "moved-low-quota" if home_usable else "moved")
-        return best_ok, False
-
-    def _is_home(self, best: Account, best_rank: float, candidates: Sequence[Account], app: CodexLB | None,
-                 flow: Flow, key: bytes, now: float) -> bool:
-        """Whether ``best`` (top candidate) also tops every pooled account, usable or not."""
-        if app is not None:
-            if len(app.pool.accounts) == len(candidates):
-                return True
-            ids = {a.id for a in candidates}
-            others: list[Account] = [a for a in app.pool.accounts.values() if a.id not in ids]
-            return all(self._rank(a, key, now) < best_rank for a in others)
-        # without an app (unit tests): the accounts this flow already tried
-        if self.weight_by_quota:
-            return not flow.attempts
-        return all(self._hash(a.account_id, key) < best_rank for a in flow.attempts)

@@ -108,7 +108,7 @@ async def test_no_key_hands_over() -> None:
 async def test_session_key_is_stored_raw() -> None:
     flow = keyed("01a20d4f-8cf7-7583-9757-e13c3c5633a0")
     await sticky().select_account(flow, ACCOUNTS, None)
-    assert flow.session_key == "01a20d4f-8cf7-7583-9757-e13c3c5633a0" and flow.route == "sticky:hit"
+    assert flow.session_key == "01a20d4f-8cf7-7583-9757-e13c3c5633a0" and flow.route == "sticky:new"
 
 
 # -- placement -------------------------------------------------------------------------------
@@ -163,17 +163,20 @@ async def ranking(key: str, accounts: list[Account]) -> list[str]:
     return order
 
 
-async def test_home_unusable_moves_to_next_in_rendezvous_order() -> None:
+async def test_unusable_account_moves_to_next_in_rendezvous_order_and_stays() -> None:
     order = await ranking("conv", ACCOUNTS)
     by_id = {a.id: a for a in ACCOUNTS}
+    plugin = sticky()
+    flow = keyed("conv")
+    assert await plugin.select_account(flow, ACCOUNTS, None) is by_id[order[0]] and flow.route == "sticky:new"
+    flow = keyed("conv")
+    assert await plugin.select_account(flow, ACCOUNTS, None) is by_id[order[0]] and flow.route == "sticky:hit"
     cooling = by_id[order[0]]
-    candidates = [a for a in ACCOUNTS if a is not cooling]
     flow = keyed("conv")
-    assert await sticky().select_account(flow, candidates, app_with(*ACCOUNTS)) is by_id[order[1]]
+    assert await plugin.select_account(flow, [a for a in ACCOUNTS if a is not cooling], None) is by_id[order[1]]
     assert flow.route == "sticky:moved"
-    flow = keyed("conv")
-    assert await sticky().select_account(flow, ACCOUNTS, app_with(*ACCOUNTS)) is cooling
-    assert flow.route == "sticky:hit"
+    flow = keyed("conv")  # the first account is back; the conversation stays where its cache is
+    assert await plugin.select_account(flow, ACCOUNTS, None) is by_id[order[1]] and flow.route == "sticky:hit"
 
 
 async def test_retry_keeps_the_core_reason_and_takes_the_next_account() -> None:
@@ -189,17 +192,19 @@ async def test_low_quota_owner_is_left_before_the_wall() -> None:
     accounts = [make_account(a.id) for a in ACCOUNTS]
     order = await ranking("conv", accounts)
     by_id = {a.id: a for a in accounts}
+    plugin = sticky()
+    assert await plugin.select_account(keyed("conv"), accounts, None) is by_id[order[0]]
     by_id[order[0]].primary.used_percent = 98.5
     flow = keyed("conv")
-    assert await sticky().select_account(flow, accounts, app_with(*accounts)) is by_id[order[1]]
+    assert await plugin.select_account(flow, accounts, None) is by_id[order[1]]
     assert flow.route == "sticky:moved-low-quota"
     by_id[order[1]].secondary.used_percent = 99.0  # the next one is low on its week: skip it too
     assert await sticky().select_account(keyed("conv"), accounts, None) is by_id[order[2]]
-    # a window that resets within minutes counts as nearly full: stay home
+    # a window that resets within minutes counts as nearly full: a new placement may use it
     by_id[order[0]].primary.resets_at = time.time() + 30
     flow = keyed("conv")
     assert await sticky().select_account(flow, accounts, None) is by_id[order[0]]
-    assert flow.route == "sticky:hit"
+    assert flow.route == "sticky:new"
 
 
 async def test_everyone_low_keeps_the_plain_ranking() -> None:
@@ -207,7 +212,7 @@ async def test_everyone_low_keeps_the_plain_ranking() -> None:
     order = await ranking("conv", accounts)
     flow = keyed("conv")
     assert (await sticky().select_account(flow, accounts, None)).id == order[0]  # type: ignore[union-attr]
-    assert flow.route == "sticky:hit"
+    assert flow.route == "sticky:new"
 
 
 async def test_min_remaining_zero_never_moves() -> None:
@@ -257,7 +262,7 @@ async def test_conversation_stays_and_moves_only_when_exhausted(tmp_path: Path) 
     async with proxy_server(tmp_path, accounts=3, pipeline=PIPELINE) as proxy:
         fake_of = {f"acct{n}": fake for n, fake in enumerate(proxy.accounts, 1)}
         home, route = await turn(proxy, first)
-        assert route == "sticky:hit"
+        assert route == "sticky:new"
         for _ in range(3):
             assert await turn(proxy, second) == (home, "sticky:hit")
 
@@ -265,7 +270,7 @@ async def test_conversation_stays_and_moves_only_when_exhausted(tmp_path: Path) 
         new, route = await turn(proxy, second)
         assert new != home and route == "sticky:fallback-after-429"
         for _ in range(3):  # the home account cools down; the conversation stays on the new one
-            assert await turn(proxy, second) == (new, "sticky:moved")
+            assert await turn(proxy, second) == (new, "sticky:hit")
         served = Counter(r.account_id for r in proxy.fake.requests_for("responses"))
         assert served[fake_of[home].chatgpt_account_id] == 5 and served[fake_of[new].chatgpt_account_id] == 4
         assert len(served) == 2  # the third account never saw this conversation
@@ -280,11 +285,11 @@ async def test_requests_without_a_key_go_to_least_used(tmp_path: Path) -> None:
 
 
 async def test_moved_conversation_stays_after_home_recovers() -> None:
+    from types import SimpleNamespace
+
     from codexlb.testing import make_account as account
     from codexlb.testing import make_flow as flow_for
     from plugins.select_sticky import SelectSticky as Sticky
-
-    from types import SimpleNamespace
 
     accounts = [account(x) for x in "abcde"]
     app = SimpleNamespace(pool=SimpleNamespace(accounts={a.id: a for a in accounts}))
@@ -298,19 +303,19 @@ async def test_moved_conversation_stays_after_home_recovers() -> None:
         home = await plugin.select_account(turn(), accounts, app)
         moved_flow = turn()
         moved = await plugin.select_account(moved_flow, [a for a in accounts if a is not home], app)
-        assert moved is not home and moved_flow.route == "sticky:moved"
+        assert moved is not home and moved_flow.route == ("sticky:new" if back_home else "sticky:moved")
         again = turn()
         chosen = await plugin.select_account(again, accounts, app)  # home is usable again
         assert (chosen is home) is back_home
-        assert again.route == ("sticky:hit" if back_home else "sticky:moved")
+        assert again.route == ("sticky:new" if back_home else "sticky:hit")
 
 
 async def test_pinned_account_left_when_low_on_quota() -> None:
+    from types import SimpleNamespace
+
     from codexlb.testing import make_account as account
     from codexlb.testing import make_flow as flow_for
     from plugins.select_sticky import SelectSticky as Sticky
-
-    from types import SimpleNamespace
 
     accounts = [account(x) for x in "abc"]
     app = SimpleNamespace(pool=SimpleNamespace(accounts={a.id: a for a in accounts}))
