@@ -24,7 +24,8 @@ from typing import TYPE_CHECKING, Any
 import brotli
 import zstandard
 
-from codexlb import BadRequest, ConfigError, Flow, PayloadTooLarge, UnsupportedEncoding, hookimpl
+from codexlb import BadRequest, Flow, PayloadTooLarge, UnsupportedEncoding, hookimpl
+from codexlb.options import PluginOptions
 
 if TYPE_CHECKING:
     from codexlb.settings import Settings
@@ -179,9 +180,7 @@ class Decompress:
 
     @hookimpl
     def configure(self, config: Mapping[str, Any], settings: Settings) -> None:
-        if config:
-            raise ConfigError(f"[plugins.decompress]: unknown option(s) {', '.join(sorted(config))} "
-                              "(it has none; the cap is CODEX_LB_MAX_DECOMPRESSED_BODY_BYTES)")
+        PluginOptions("decompress", config, hint="the cap is CODEX_LB_MAX_DECOMPRESSED_BODY_BYTES")
         self.cap = settings.max_decompressed_body_bytes
 
     @hookimpl

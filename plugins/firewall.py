@@ -31,6 +31,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from codexlb import ConfigError, Flow, ProxyResponse, hookimpl
+from codexlb.options import PluginOptions
 
 if TYPE_CHECKING:
     from codexlb.settings import Settings
@@ -125,9 +126,7 @@ class Firewall:
 
     @hookimpl
     def configure(self, config: Mapping[str, Any], settings: Settings) -> None:
-        unknown = sorted(set(config) - {"allow"})
-        if unknown:
-            raise ConfigError(f"[plugins.firewall]: unknown option(s) {', '.join(unknown)} (allowed: allow)")
+        PluginOptions("firewall", config, ("allow",))
         self.allow = parse_networks(_as_list(config.get("allow")), "[plugins.firewall] allow")
         trusted = parse_networks(settings.firewall_trusted_proxy_cidrs, "CODEX_LB_FIREWALL_TRUSTED_PROXY_CIDRS")
         self.trusted = trusted if settings.firewall_trust_proxy_headers else None

@@ -41,7 +41,8 @@ from typing import TYPE_CHECKING, Any
 import aiohttp
 import yarl
 
-from codexlb import BadRequest, ConfigError, Flow, hookimpl
+from codexlb import BadRequest, Flow, hookimpl
+from codexlb.options import PluginOptions
 from plugins._ssrf import (
     AddressPolicy,
     FetchRefused,
@@ -119,29 +120,12 @@ class ImageInline:
 
     @hookimpl
     def configure(self, config: Mapping[str, Any], settings: Settings) -> None:
-        unknown = sorted(set(config) - set(OPTIONS))
-        if unknown:
-            raise ConfigError(f"[plugins.image_inline]: unknown option(s) {', '.join(unknown)} "
-                              f"(allowed: {', '.join(OPTIONS)})")
-        values: dict[str, Any] = {}
+        options = PluginOptions("image_inline", config, OPTIONS)
         for key, (kind, low, high) in OPTIONS.items():
-            raw = config.get(key)
-            if raw is None:
-                continue
-            try:
-                if isinstance(raw, bool) or (kind is int and isinstance(raw, float) and raw != int(raw)):
-                    raise ValueError
-                value = kind(raw)
-            except (TypeError, ValueError):
-                raise ConfigError(f"[plugins.image_inline] {key}: {raw!r} is not a {kind.__name__}") from None
-            if value < low or (high is not None and value > high):
-                raise ConfigError(f"[plugins.image_inline] {key}: {raw!r} is out of range "
-                                  f"({low}..{high if high is not None else 'inf'})")
-            values[key] = value
-        self.max_bytes = values.get("max_bytes", self.max_bytes)
-        self.timeout = values.get("timeout_seconds", self.timeout)
-        self.max_redirects = values.get("max_redirects", self.max_redirects)
-        self.max_images = values.get("max_images", self.max_images)
+            default = {"max_bytes": self.max_bytes, "timeout_seconds": self.timeout,
+                       "max_redirects": self.max_redirects, "max_images": self.max_images}[key]
+            value = options.number(key, default, low=low, high=high, integer=kind is int)
+            setattr(self, {"timeout_seconds": "timeout"}.get(key, key), value)
         self.enabled = settings.image_inline_fetch_enabled
         self.allowed_hosts = tuple(h.strip().lower().rstrip(".") for h in settings.image_inline_allowed_hosts
                                    if h.strip())

@@ -20,7 +20,8 @@ from collections import deque
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from codexlb import ConfigError, Flow, hookimpl
+from codexlb import Flow, hookimpl
+from codexlb.options import PluginOptions
 
 if TYPE_CHECKING:
     from codexlb.app import CodexLB
@@ -66,15 +67,11 @@ class LogDB:
 
     @hookimpl
     def configure(self, config: Mapping[str, Any]) -> None:
-        try:
-            self.flush_interval_seconds = float(config.get("flush_interval_seconds", self.flush_interval_seconds))
-            self.batch_size = int(config.get("batch_size", self.batch_size))
-            self.max_buffered_rows = int(config.get("max_buffered_rows", self.max_buffered_rows))
-        except (TypeError, ValueError) as exc:
-            raise ConfigError(f"[plugins.log_db]: {exc}") from None
-        if self.flush_interval_seconds <= 0 or self.batch_size < 1 or self.max_buffered_rows < 1:
-            raise ConfigError("[plugins.log_db]: flush_interval_seconds must be > 0, batch_size and "
-                              "max_buffered_rows >= 1")
+        options = PluginOptions("log_db", config, ("flush_interval_seconds", "batch_size", "max_buffered_rows"))
+        self.flush_interval_seconds = options.number("flush_interval_seconds", self.flush_interval_seconds,
+                                                     low=0.001)
+        self.batch_size = options.number("batch_size", self.batch_size, low=1, integer=True)
+        self.max_buffered_rows = options.number("max_buffered_rows", self.max_buffered_rows, low=1, integer=True)
 
     @hookimpl
     async def startup(self, app: CodexLB) -> None:

@@ -29,7 +29,8 @@ from collections import Counter
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from codexlb import ConfigError, Flow, hookimpl
+from codexlb import Flow, hookimpl
+from codexlb.options import PluginOptions
 
 if TYPE_CHECKING:
     from codexlb.settings import Settings
@@ -157,9 +158,7 @@ class LogStdout:
 
     @hookimpl
     def configure(self, config: Mapping[str, Any], settings: Settings) -> None:
-        if config:
-            raise ConfigError(f"[plugins.log_stdout]: unknown option(s) {', '.join(sorted(config))} (it has none; "
-                              "use CODEX_LB_LOG_PROXY_REQUEST_SHAPE / _PAYLOAD)")
+        PluginOptions("log_stdout", config, hint="use CODEX_LB_LOG_PROXY_REQUEST_SHAPE / _PAYLOAD")
         self.shape = settings.log_proxy_request_shape
         self.raw_cache_key = settings.log_proxy_request_shape_raw_cache_key
         self.payload = settings.log_proxy_request_payload

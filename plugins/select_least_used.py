@@ -34,7 +34,8 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from codexlb import Account, ConfigError, Flow, UsageWindow, hookimpl
+from codexlb import Account, Flow, UsageWindow, hookimpl
+from codexlb.options import PluginOptions
 
 NAME = "least_used"
 RESET_SOON_SECONDS = 300.0
@@ -91,15 +92,8 @@ class SelectLeastUsed:
 
     @hookimpl
     def configure(self, config: Mapping[str, Any]) -> None:
-        unknown = sorted(set(config) - set(OPTIONS))
-        if unknown:
-            raise ConfigError(f"[plugins.select_least_used] unknown option(s) {', '.join(unknown)}; "
-                              f"allowed: {', '.join(OPTIONS)}")
-        value = config.get("reset_soon_seconds", self.reset_soon_seconds)
-        if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 86400:
-            raise ConfigError(f"[plugins.select_least_used] reset_soon_seconds: invalid value {value!r}; "
-                              "allowed: a number of seconds in 0..86400")
-        self.reset_soon_seconds = float(value)
+        options = PluginOptions("select_least_used", config, OPTIONS)
+        self.reset_soon_seconds = options.number("reset_soon_seconds", self.reset_soon_seconds, low=0, high=86400)
 
     @hookimpl
     async def select_account(self, flow: Flow, candidates: Sequence[Account]) -> Account | None:

@@ -51,7 +51,8 @@ from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from codexlb import Account, ConfigError, Flow, hookimpl
+from codexlb import Account, Flow, hookimpl
+from codexlb.options import PluginOptions
 from plugins.select_least_used import effective_remaining, set_route
 
 if TYPE_CHECKING:
@@ -62,7 +63,6 @@ KEY_HEADERS = ("session-id", "thread-id", "session_id", "thread_id", "conversati
 SYSTEM_ROLES = frozenset({"system", "developer"})
 OPTIONS = ("min_remaining_pct", "weight_by_quota", "max_pins")
 _TWO_52 = float(1 << 52)
-_TRUE, _FALSE = {"true", "1", "yes", "on"}, {"false", "0", "no", "off"}
 
 
 def _text(content: Any) -> str:
@@ -129,26 +129,10 @@ class SelectSticky:
 
     @hookimpl
     def configure(self, config: Mapping[str, Any]) -> None:
-        unknown = sorted(set(config) - set(OPTIONS))
-        if unknown:
-            raise ConfigError(f"[plugins.select_sticky] unknown option(s) {', '.join(unknown)}; "
-                              f"allowed: {', '.join(OPTIONS)}")
-        value = config.get("min_remaining_pct", self.min_remaining_pct)
-        if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 100:
-            raise ConfigError(f"[plugins.select_sticky] min_remaining_pct: invalid value {value!r}; "
-                              "allowed: a number in 0..100")
-        self.min_remaining_pct = float(value)
-        flag = config.get("weight_by_quota", self.weight_by_quota)
-        if isinstance(flag, str) and flag.strip().lower() in _TRUE | _FALSE:
-            flag = flag.strip().lower() in _TRUE
-        if not isinstance(flag, bool):
-            raise ConfigError(f"[plugins.select_sticky] weight_by_quota: invalid value {flag!r}; "
-                              "allowed: true or false")
-        self.weight_by_quota = flag
-        pins = config.get("max_pins", self.max_pins)
-        if isinstance(pins, bool) or not isinstance(pins, int) or pins < 0:
-            raise ConfigError(f"[plugins.select_sticky] max_pins: invalid value {pins!r}; allowed: a whole number >= 0")
-        self.max_pins = pins
+        options = PluginOptions("select_sticky", config, OPTIONS)
+        self.min_remaining_pct = options.number("min_remaining_pct", self.min_remaining_pct, low=0, high=100)
+        self.weight_by_quota = options.flag("weight_by_quota", self.weight_by_quota)
+        self.max_pins = options.number("max_pins", self.max_pins, low=0, integer=True)
 
     # -- ranking -------------------------------------------------------------------------
 

@@ -27,7 +27,8 @@ import logging
 from collections.abc import AsyncIterator, Mapping
 from typing import TYPE_CHECKING, Any
 
-from codexlb import ConfigError, Flow, FlowError, hookimpl
+from codexlb import Flow, FlowError, hookimpl
+from codexlb.options import PluginOptions
 
 if TYPE_CHECKING:
     from codexlb.settings import Settings
@@ -149,9 +150,8 @@ class SSELimit:
 
     @hookimpl
     def configure(self, config: Mapping[str, Any], settings: Settings) -> None:
-        if config:
-            raise ConfigError(f"[plugins.sse_limit]: unknown option(s) {', '.join(sorted(config))} (it has none; "
-                              "use CODEX_LB_MAX_SSE_EVENT_BYTES and CODEX_LB_STREAM_IDLE_TIMEOUT_SECONDS)")
+        PluginOptions("sse_limit", config,
+                      hint="use CODEX_LB_MAX_SSE_EVENT_BYTES and CODEX_LB_STREAM_IDLE_TIMEOUT_SECONDS")
         self.max_event_bytes = settings.max_sse_event_bytes
         self.idle_timeout = settings.stream_idle_timeout_seconds
 

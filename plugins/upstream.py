@@ -23,7 +23,8 @@ from typing import TYPE_CHECKING, Any
 
 import aiohttp
 
-from codexlb import ConfigError, Flow, ProxyResponse, UpstreamError, hookimpl, ratelimits
+from codexlb import Flow, ProxyResponse, UpstreamError, hookimpl, ratelimits
+from codexlb.options import PluginOptions
 from codexlb.upstream_errors import TRANSIENT_COOLDOWN_SECONDS, classify
 
 if TYPE_CHECKING:
@@ -65,13 +66,9 @@ class Upstream:
     @hookimpl
     def configure(self, config: Mapping[str, Any], settings: Settings) -> None:
         self.settings = settings
-        try:
-            self.max_connections = int(config.get("max_connections", self.max_connections))
-            self.error_body_bytes = int(config.get("error_body_bytes", self.error_body_bytes))
-        except (TypeError, ValueError) as exc:
-            raise ConfigError(f"[plugins.upstream]: {exc}") from None
-        if self.max_connections < 1 or self.error_body_bytes < 1:
-            raise ConfigError("[plugins.upstream]: max_connections and error_body_bytes must be >= 1")
+        options = PluginOptions("upstream", config, ("max_connections", "error_body_bytes"))
+        self.max_connections = options.number("max_connections", self.max_connections, low=1, integer=True)
+        self.error_body_bytes = options.number("error_body_bytes", self.error_body_bytes, low=1, integer=True)
 
     @hookimpl
     async def startup(self, app: CodexLB) -> None:

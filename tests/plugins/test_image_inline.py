@@ -106,8 +106,9 @@ def test_image_refs_finds_both_shapes() -> None:
 
 
 @pytest.mark.parametrize(("options", "message"), [
-    ({"max_bytes": 0}, "out of range"), ({"max_bytes": "big"}, "not a int"), ({"timeout_seconds": -1}, "range"),
-    ({"max_redirects": 1.5}, "not a int"), ({"max_images": True}, "not a int"), ({"proxy": "x"}, "unknown"),
+    ({"max_bytes": 0}, "max_bytes: invalid value 0; allowed: a whole number in 1"),
+    ({"max_bytes": "big"}, "max_bytes: invalid value 'big'"), ({"timeout_seconds": -1}, "timeout_seconds"),
+    ({"max_redirects": 1.5}, "a whole number"), ({"max_images": True}, "max_images"), ({"proxy": "x"}, "unknown"),
 ])
 def test_bad_options(options: dict[str, Any], message: str) -> None:
     with pytest.raises(ConfigError, match=message):

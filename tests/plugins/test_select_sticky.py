@@ -224,7 +224,7 @@ async def test_min_remaining_zero_never_moves() -> None:
 
 @pytest.mark.parametrize(("options", "message"), [
     ({"min_remaining_pct": 101}, r"\[plugins.select_sticky\] min_remaining_pct"),
-    ({"min_remaining_pct": "2"}, r"\[plugins.select_sticky\] min_remaining_pct"),
+    ({"min_remaining_pct": "two"}, r"\[plugins.select_sticky\] min_remaining_pct"),
     ({"weight_by_quota": "maybe"}, r"\[plugins.select_sticky\] weight_by_quota"),
     ({"min_remaining": 1}, r"\[plugins.select_sticky\] unknown option\(s\) min_remaining"),
 ])
