@@ -45,6 +45,12 @@ class Adapter:
         return upstream
 
 
+class CompactAdapter(Adapter):
+    """``POST /backend-api/codex/responses/compact`` (Codex's remote compaction): JSON in, JSON out."""
+
+    upstream_path = "/codex/responses/compact"
+
+
 class ModelsAdapter(Adapter):
     """``GET /backend-api/codex/models`` (as is) and ``GET /v1/models`` (OpenAI list)."""
 
@@ -179,6 +185,8 @@ def adapter_for(flow: Flow) -> Adapter:
     endpoint = flow.request.endpoint
     if endpoint == "codex_responses":
         return Adapter()
+    if endpoint == "codex_compact":
+        return CompactAdapter()
     if endpoint == "responses":
         return ResponsesAdapter()
     if endpoint == "chat_completions":

@@ -19,6 +19,7 @@ blueprint = Blueprint("proxy", __name__)
 
 ROUTES = {
     ("POST", "/backend-api/codex/responses"): "codex_responses",
+    ("POST", "/backend-api/codex/responses/compact"): "codex_compact",
     ("POST", "/v1/responses"): "responses",
     ("POST", "/v1/chat/completions"): "chat_completions",
     ("GET", "/v1/models"): "models",

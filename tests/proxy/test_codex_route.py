@@ -88,3 +88,16 @@ async def test_models_passthrough(proxy: ProxyHarness) -> None:
     assert codex.status_code == 200 and codex.json()["models"]
     served = proxy.fake.requests_for("models")[-1]
     assert "client_version=0.169.0" in served.query_string
+
+
+async def test_remote_compaction_goes_through_on_the_conversation_account(proxy: ProxyHarness) -> None:
+    body = {"model": "gpt-5.5", "instructions": "", "prompt_cache_key": "conv-compact",
+            "input": [{"type": "message", "role": "user", "content": [{"type": "input_text", "text": "hi"}]}]}
+    turn = await proxy.client.post("/backend-api/codex/responses", json={**body, "stream": True, "store": False})
+    compact = await proxy.client.post("/backend-api/codex/responses/compact", json=body)
+    assert compact.status_code == 200, compact.text
+    output = compact.json()["output"]
+    assert any(item.get("type") == "compaction" for item in output)
+    assert compact.headers["x-codexlb-account"] == turn.headers["x-codexlb-account"]
+    served = proxy.fake.requests_for("compact")[-1]
+    assert served.path == "/backend-api/codex/responses/compact" and served.json == body
