@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 import uuid
@@ -13,6 +14,12 @@ from codexlb.errors import BadRequest, FlowError
 from codexlb.types import Account, TokenUsage
 
 T = TypeVar("T")
+
+
+def session_key_hash(key: str | None) -> str | None:
+    """A short, stable hash of a conversation key: what the request log stores (never the key)."""
+    return hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()[:16] if key else None
+
 Body = bytes | AsyncIterator[bytes]
 
 

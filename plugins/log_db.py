@@ -14,24 +14,19 @@ Settings table ``[plugins.log_db]``:
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 from collections import deque
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from codexlb import Flow, hookimpl
+from codexlb.flow import session_key_hash
 from codexlb.options import PluginOptions
 
 if TYPE_CHECKING:
     from codexlb.app import CodexLB
 
 log = logging.getLogger("codexlb.log_db")
-
-
-def session_key_hash(key: str | None) -> str | None:
-    """A short, stable hash of a conversation key (never the key itself)."""
-    return hashlib.sha256(key.encode()).hexdigest()[:16] if key else None
 
 
 def row_of(flow: Flow) -> dict[str, Any]:

@@ -1,6 +1,6 @@
 """Strategy: keep each conversation on one account so the upstream prompt cache stays warm.
 
-Hooks: ``configure``, ``select_account``.
+Hooks: ``configure``, ``startup`` (pins warmed from the request log), ``select_account``.
 
 Conversation key (the first one present; stored raw in ``flow.session_key``):
 
@@ -22,7 +22,8 @@ gets the score ``blake2b(account.id + "\\0" + key)`` (8 bytes), weighted by rema
 ``weight_by_quota`` is off (``-w / ln(u)``, ``w`` = remaining in 10-point steps, 1..10), and the
 highest wins. The hash is stable across processes, so replicas with the same view of the pool
 place a conversation on the same account, and new conversations favour fuller accounts. Pins are
-local to a replica; after a restart a conversation is placed again the same way.
+kept in memory (keyed by the same hash the request log stores) and, at start, warmed from the
+request log's last 24 hours, so a restarted replica keeps conversations where they were.
 
 Route reasons: ``sticky:new`` (first placement), ``sticky:hit`` (its pinned account),
 ``sticky:moved`` (its account is unusable), ``sticky:moved-low-quota`` (its account is below
@@ -45,6 +46,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
 import time
 from collections import OrderedDict
@@ -52,6 +54,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from codexlb import Account, Flow, hookimpl
+from codexlb.flow import session_key_hash
 from codexlb.options import PluginOptions
 from plugins.select_least_used import effective_remaining, set_route
 
@@ -62,6 +65,8 @@ NAME = "sticky"
 KEY_HEADERS = ("session-id", "thread-id", "session_id", "thread_id", "conversation_id", "conversation-id")
 SYSTEM_ROLES = frozenset({"system", "developer"})
 OPTIONS = ("min_remaining_pct", "weight_by_quota", "max_pins")
+WARM_SECONDS = 24 * 3600
+log = logging.getLogger("codexlb.select_sticky")
 _TWO_52 = float(1 << 52)
 
 
@@ -176,11 +181,12 @@ class SelectSticky:
         if not candidates:
             return None
         now = time.time()
-        pinned_id = self._pins.get(key)
+        pin = session_key_hash(key) or key
+        pinned_id = self._pins.get(pin)
         pinned = next((a for a in candidates if a.id == pinned_id), None) if pinned_id else None
         above = [a for a in candidates if self._above_floor(a, now)]
         if pinned is not None and (pinned in above or not above):
-            self._pins.move_to_end(key)
+            self._pins.move_to_end(pin)
             set_route(flow, NAME, "hit")
             return pinned
         chosen = self._place(key, above or candidates, now)
@@ -189,7 +195,7 @@ class SelectSticky:
         else:
             reason = "moved-low-quota" if pinned is not None else "moved"
         set_route(flow, NAME, reason)
-        self._pin(key, chosen.id)
+        self._pin(pin, chosen.id)
         return chosen
 
     def _above_floor(self, account: Account, now: float) -> bool:
@@ -199,6 +205,23 @@ class SelectSticky:
         """The rendezvous choice for ``key`` among ``candidates`` (weighted by quota when configured)."""
         raw = key.encode("utf-8", "surrogatepass")
         return max(candidates, key=lambda a: self._rank(a, raw, now))
+
+    @hookimpl
+    async def startup(self, app: CodexLB) -> None:
+        """Warm the pins from the request log, so a restart keeps conversations where they were."""
+        if self.max_pins <= 0 or app.sessionmaker is None:
+            return
+        from codexlb.db.requestlog import latest_accounts_by_session
+
+        try:
+            latest = await latest_accounts_by_session(app.sessionmaker, since=time.time() - WARM_SECONDS,
+                                                      limit=self.max_pins * 4)
+        except Exception:  # a log we cannot read must not stop the proxy
+            log.warning("could not read recent conversations from the request log", exc_info=True)
+            return
+        for pin, account_id in reversed(list(latest.items())):  # oldest first: the newest end up hottest
+            if account_id in app.pool.accounts:
+                self._pin(pin, account_id)
 
     def _pin(self, key: str, account_id: str) -> None:
         if self.max_pins <= 0:

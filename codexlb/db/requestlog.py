@@ -50,3 +50,18 @@ async def recent_request_logs(sessionmaker: async_sessionmaker[AsyncSession], *,
     async with sessionmaker() as session:
         result = await session.execute(query.order_by(RequestLogRow.time.desc()).limit(limit))
     return [dict(r) for r in result.mappings()]
+
+
+async def latest_accounts_by_session(sessionmaker: async_sessionmaker[AsyncSession], *, since: float,
+                                     limit: int) -> dict[str, str]:
+    """``session_key_hash -> account_id`` of each conversation's newest logged request since ``since``."""
+    query = (select(RequestLogRow.session_key_hash, RequestLogRow.account_id)
+             .where(RequestLogRow.time >= since, RequestLogRow.session_key_hash.is_not(None),
+                    RequestLogRow.account_id.is_not(None), RequestLogRow.status == 200)
+             .order_by(RequestLogRow.time.desc()).limit(limit))
+    async with sessionmaker() as session:
+        rows = (await session.execute(query)).all()
+    latest: dict[str, str] = {}
+    for key_hash, account_id in rows:
+        latest.setdefault(key_hash, account_id)
+    return latest

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections import Counter
@@ -17,7 +18,7 @@ from codexlb.testing import make_account, make_flow
 from codexlb.testing.fake_faults import Fault
 from codexlb.testing.harness import proxy_server
 from codexlb.translate import chat_to_responses, prepare_responses_request
-from codexlb.types import Account
+from codexlb.types import Account, AccountStatus
 from plugins.select_sticky import SelectSticky, conversation_key
 
 F20 = Path(__file__).parents[1] / "fixtures" / "codex-cli" / "F20-codex-resume-second-turn"
@@ -336,3 +337,33 @@ def test_max_pins_validated() -> None:
 
     with _pytest.raises(ConfigError, match="max_pins"):
         Sticky().configure({"max_pins": -1})
+
+
+async def test_pins_warmed_from_the_request_log_after_a_restart(tmp_path: Path) -> None:
+    from plugins.log_db import LogDB
+    from plugins.select_sticky import SelectSticky as Sticky
+
+    body = {"model": "gpt-5.5", "stream": True, "store": False, "prompt_cache_key": "conv-restart",
+            "input": [{"type": "message", "role": "user", "content": [{"type": "input_text", "text": "hi"}]}]}
+    async with proxy_server(tmp_path, accounts=3, pipeline=(*PIPELINE, "log_db")) as proxy:
+        first = await proxy.client.post("/backend-api/codex/responses", json=body)
+        home = first.headers["x-codexlb-account"]
+        fake_of = {f"acct{n}": fake for n, fake in enumerate(proxy.accounts, 1)}
+        proxy.fake.inject(fake_of[home].chatgpt_account_id, Fault.usage_limit(resets_at=int(time.time()) + 60))
+        moved = await proxy.client.post("/backend-api/codex/responses", json=body)
+        new = moved.headers["x-codexlb-account"]
+        assert new != home
+        log_db: LogDB = proxy.lb.pm.get_plugin("log_db")
+        for _ in range(200):
+            if len(log_db.buffer) >= 2:
+                break
+            await asyncio.sleep(0.01)
+        await log_db.flush()
+        for account in proxy.lb.pool.all():  # the home account recovered
+            account.cooldown_until, account.status = 0.0, AccountStatus.ACTIVE
+        restarted = Sticky()
+        restarted.configure({})
+        await restarted.startup(proxy.lb)
+        flow = make_flow(payload=body)
+        chosen = await restarted.select_account(flow, proxy.lb.pool.usable(), proxy.lb)
+        assert chosen is not None and chosen.label == new and flow.route == "sticky:hit"
