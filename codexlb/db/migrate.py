@@ -7,6 +7,7 @@ pointing at the repository's ``migrations/`` folder, and hands over the app's ow
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import functools
 import logging
@@ -16,12 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
-from alembic.util import CommandError
-from sqlalchemy import text
+from sqlalchemy import inspect, text
 
 import codexlb
 from codexlb.db.engine import BEGIN_IMMEDIATE, is_sqlite
@@ -29,6 +25,8 @@ from codexlb.db.legacy_revisions import LEGACY_REVISIONS
 from codexlb.errors import CodexLBError, ConfigError
 
 if TYPE_CHECKING:
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
     from sqlalchemy.engine import Connection
     from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -100,6 +98,8 @@ def failed_message(before: str | None, head: str, now: str | None, exc: BaseExce
 
 def alembic_config(settings: Settings | None = None, *, migrations_dir: Path | None = None) -> Config:
     """An Alembic ``Config`` built in code (no ini file)."""
+    from alembic.config import Config
+
     cfg = Config()
     cfg.set_main_option("script_location", str(migrations_dir or MIGRATIONS_DIR))
     cfg.set_main_option("path_separator", "os")
@@ -110,15 +110,49 @@ def alembic_config(settings: Settings | None = None, *, migrations_dir: Path | N
 
 @functools.lru_cache(maxsize=8)
 def _script(migrations_dir: Path) -> ScriptDirectory:
+    from alembic.script import ScriptDirectory
+
     return ScriptDirectory.from_config(alembic_config(migrations_dir=migrations_dir))
 
 
 def head_revision(migrations_dir: Path | None = None) -> str:
-    """The single head revision of the migration history."""
-    heads = _script(migrations_dir or MIGRATIONS_DIR).get_heads()
+    """The single head revision of the migration history.
+
+    Read from the revision files' ``revision``/``down_revision`` assignments without importing
+    Alembic (11 MB of memory): a server whose database is already at head never loads it.
+    """
+    return _head_from_files(migrations_dir or MIGRATIONS_DIR)
+
+
+@functools.lru_cache(maxsize=8)
+def _head_from_files(migrations_dir: Path) -> str:
+    revisions: set[str] = set()
+    parents: set[str] = set()
+    for path in (migrations_dir / "versions").glob("*.py"):
+        values = _assignments(path)
+        if isinstance(values.get("revision"), str):
+            revisions.add(values["revision"])
+            down = values.get("down_revision")
+            parents.update([down] if isinstance(down, str) else list(down or ()))
+    heads = sorted(revisions - parents)
     if len(heads) != 1:
         raise CodexLBError(f"migration history must have exactly one head, found {heads}")
     return heads[0]
+
+
+def _assignments(path: Path) -> dict[str, Any]:
+    """Top-level ``name = <literal>`` / ``name: T = <literal>`` assignments of a revision file."""
+    out: dict[str, Any] = {}
+    for node in ast.parse(path.read_text()).body:
+        target = node.target if isinstance(node, ast.AnnAssign) else (
+            node.targets[0] if isinstance(node, ast.Assign) and len(node.targets) == 1 else None)
+        value = getattr(node, "value", None)
+        if isinstance(target, ast.Name) and target.id in ("revision", "down_revision") and value is not None:
+            try:
+                out[target.id] = ast.literal_eval(value)
+            except ValueError:
+                continue
+    return out
 
 
 def history(migrations_dir: Path | None = None) -> list[tuple[str, str | None, str]]:
@@ -130,8 +164,14 @@ def history(migrations_dir: Path | None = None) -> list[tuple[str, str | None, s
 
 
 def _heads(sync_conn: Connection) -> str | None:
-    heads = MigrationContext.configure(sync_conn).get_current_heads()
-    return ",".join(sorted(heads)) or None
+    return ",".join(sorted(_version_rows(sync_conn))) or None
+
+
+def _version_rows(sync_conn: Connection) -> list[str]:
+    """The revisions in ``alembic_version`` (read with plain SQL, so Alembic stays unloaded)."""
+    if not inspect(sync_conn).has_table("alembic_version"):
+        return []
+    return [row[0] for row in sync_conn.execute(text("SELECT version_num FROM alembic_version"))]
 
 
 async def current_revision(engine: AsyncEngine) -> str | None:
@@ -142,7 +182,7 @@ async def current_revision(engine: AsyncEngine) -> str | None:
 
 def _remap(sync_conn: Connection) -> dict[str, str]:
     done: dict[str, str] = {}
-    for old in MigrationContext.configure(sync_conn).get_current_heads():
+    for old in _version_rows(sync_conn):
         new = LEGACY_REVISIONS.get(old)
         if new is None:
             continue
@@ -167,6 +207,8 @@ def _upgrade(sync_conn: Connection, cfg: Config, head: str) -> bool:
         sync_conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": PG_MIGRATION_LOCK})
     if _heads(sync_conn) == head:
         return False
+    from alembic import command
+
     cfg.attributes["connection"] = sync_conn
     command.upgrade(cfg, "head")
     return True
@@ -242,6 +284,8 @@ async def prepare_database(settings: Settings, engine: AsyncEngine, *,
 
 
 def _unknown(revision: str, migrations_dir: Path) -> bool:
+    from alembic.util import CommandError
+
     try:
         return _script(migrations_dir).get_revision(revision) is None
     except CommandError:
