@@ -183,9 +183,18 @@ class SelectSticky:
         now = time.time()
         pin = session_key_hash(key) or key
         pinned_id = self._pins.get(pin)
-        pinned = next((a for a in candidates if a.id == pinned_id), None) if pinned_id else None
+        pinned = None
+        if pinned_id is not None:
+            for account in candidates:
+                if account.id == pinned_id:
+                    pinned = account
+                    break
+        if pinned is not None and self._above_floor(pinned, now):
+            self._pins.move_to_end(pin)
+            set_route(flow, NAME, "hit")
+            return pinned
         above = [a for a in candidates if self._above_floor(a, now)]
-        if pinned is not None and (pinned in above or not above):
+        if pinned is not None and not above:  # everyone is low: moving would not help
             self._pins.move_to_end(pin)
             set_route(flow, NAME, "hit")
             return pinned
