@@ -67,12 +67,29 @@ def is_loopback(host: str | None) -> bool:
     return address.is_loopback or bool(mapped and mapped.is_loopback)
 
 
-@blueprint.before_request
-async def _loopback_only() -> Any:
+def from_this_machine() -> bool:
+    """The peer is loopback, and so is every client a local reverse proxy says it forwards for.
+
+    A reverse proxy on the same host (nginx) connects from 127.0.0.1: its ``X-Forwarded-For`` /
+    ``X-Real-IP`` / ``Forwarded`` headers then tell whether the real client is remote.
+    """
     client = request.scope.get("client")
     if not is_loopback(str(client[0]) if client else None):
+        return False
+    hops = [part.strip() for part in request.headers.get("x-forwarded-for", "").split(",") if part.strip()]
+    hops += [request.headers["x-real-ip"].strip()] if request.headers.get("x-real-ip") else []
+    for element in request.headers.get("forwarded", "").replace(";", ",").split(","):
+        name, _, value = element.strip().partition("=")
+        if name.lower() == "for":
+            hops.append(value.strip().strip('"').removeprefix("[").split("]")[0])
+    return all(is_loopback(hop) for hop in hops)
+
+
+@blueprint.before_request
+async def _loopback_only() -> Any:
+    if not from_this_machine():
         return _error(403, "forbidden", "the /api admin routes answer only clients on this machine "
-                      "(127.0.0.1 or ::1) for now")
+                      "(127.0.0.1 or ::1), not through a reverse proxy, for now")
     return None
 
 

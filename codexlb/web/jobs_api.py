@@ -9,16 +9,14 @@ from typing import Any
 from quart import Blueprint, current_app, jsonify, request
 
 from codexlb.app import lb_of
-from codexlb.web.api import is_loopback
+from codexlb.web.api import from_this_machine
 
 blueprint = Blueprint("jobs_api", __name__)
 
 
 def loopback_only() -> Any | None:
-    """A 403 answer unless the peer (and any client it forwards for) is on this machine."""
-    client = request.scope.get("client")
-    forwarded = [part.strip() for part in request.headers.get("x-forwarded-for", "").split(",") if part.strip()]
-    if is_loopback(str(client[0]) if client else None) and all(is_loopback(hop) for hop in forwarded):
+    """A 403 answer unless the request comes from this machine (see ``api.from_this_machine``)."""
+    if from_this_machine():
         return None
     body = {"error": {"message": "the /api routes answer only clients on this machine (127.0.0.1 or ::1)",
                       "type": "permission_error", "code": "forbidden"}}

@@ -200,3 +200,16 @@ async def test_api_refuses_non_loopback_clients(tmp_path: Path, fake: FakeUpstre
         await server
         with contextlib.suppress(OSError):  # Hypercorn closed it already
             sock.close()
+
+
+@pytest.mark.parametrize("headers", [
+    {"x-forwarded-for": "203.0.113.5"}, {"x-forwarded-for": "127.0.0.1, 198.51.100.7"},
+    {"x-real-ip": "203.0.113.5"}, {"forwarded": 'for="[2001:db8::1]:443";proto=https'},
+])
+async def test_api_refuses_clients_behind_a_local_reverse_proxy(tmp_path: Path, headers: dict[str, str]) -> None:
+    async with proxy_server(tmp_path, accounts=1) as proxy:
+        refused = await proxy.client.get("/api/accounts", headers=headers)
+        assert refused.status_code == 403 and refused.json()["error"]["code"] == "forbidden"
+        assert (await proxy.client.get("/api/jobs", headers=headers)).status_code == 403
+        local = await proxy.client.get("/api/accounts", headers={"x-forwarded-for": "127.0.0.1"})
+        assert local.status_code == 200
