@@ -41,19 +41,27 @@ def account_from_stored(row: StoredAccount) -> Account:
     return account
 
 
-def persisted_fields(account: Account) -> dict[str, Any]:
-    """The columns the pool writes back for ``account``."""
-    return {
-        "status": account.status.value, "status_reason": account.status_reason,
-        "cooldown_until": account.cooldown_until, "last_used_at": account.last_used_at,
-        "plan_type": account.plan_type, "credits": account.credits,
-        "primary_used_percent": account.primary.used_percent,
-        "primary_window_minutes": account.primary.window_minutes,
-        "primary_resets_at": account.primary.resets_at,
-        "secondary_used_percent": account.secondary.used_percent,
-        "secondary_window_minutes": account.secondary.window_minutes,
-        "secondary_resets_at": account.secondary.resets_at,
-    }
+STATUS, USAGE = "status", "usage"
+"""Field groups written back separately, so one replica's usage update never undoes another's pause."""
+ADMIN_STATUSES = (AccountStatus.PAUSED, AccountStatus.DEACTIVATED, AccountStatus.REAUTH_REQUIRED)
+"""Statuses a person or a permanent failure sets; routing (active, limits) must not overwrite them."""
+
+
+def persisted_fields(account: Account, groups: Iterable[str] = (STATUS, USAGE)) -> dict[str, Any]:
+    """The columns the pool writes back for ``account``, by field group."""
+    fields: dict[str, Any] = {}
+    if STATUS in groups:
+        fields.update(status=account.status.value, status_reason=account.status_reason,
+                      cooldown_until=account.cooldown_until)
+    if USAGE in groups:
+        fields.update(
+            last_used_at=account.last_used_at, plan_type=account.plan_type, credits=account.credits,
+            primary_used_percent=account.primary.used_percent,
+            primary_window_minutes=account.primary.window_minutes, primary_resets_at=account.primary.resets_at,
+            secondary_used_percent=account.secondary.used_percent,
+            secondary_window_minutes=account.secondary.window_minutes,
+            secondary_resets_at=account.secondary.resets_at)
+    return fields
 
 
 class AccountPool:
@@ -62,7 +70,7 @@ class AccountPool:
     def __init__(self) -> None:
         self.accounts: dict[str, Account] = {}
         self.credentials: dict[str, Credentials] = {}
-        self._dirty: set[str] = set()
+        self._dirty: dict[str, set[str]] = {}
         self._seen: dict[str, float] = {}
 
     # -- loading -------------------------------------------------------------------------
@@ -88,21 +96,23 @@ class AccountPool:
     def sync(self, rows: Iterable[StoredAccount]) -> None:
         """Merge the database's view: new accounts join, removed ones leave, newer rows win.
 
-        Accounts changed here and not yet flushed keep their in-memory state.
+        Field groups changed here and not yet flushed keep their in-memory values.
         """
         ids = set()
         for row in rows:
             ids.add(row.id)
-            if row.id in self._dirty or row.updated_at <= self._seen.get(row.id, -1.0):
+            if row.updated_at <= self._seen.get(row.id, -1.0):
                 continue
             fresh = row.id not in self.accounts
             account = account_from_stored(row)
             if fresh:
                 self.accounts[row.id] = account
             else:
-                current = self.accounts[row.id]
-                for name in ("label", "email", "plan_type", "status", "status_reason", "priority",
-                             "cooldown_until", "primary", "secondary", "credits"):
+                current, dirty = self.accounts[row.id], self._dirty.get(row.id, set())
+                names = ["label", "email", "priority"]
+                names += [] if STATUS in dirty else ["status", "status_reason", "cooldown_until"]
+                names += [] if USAGE in dirty else ["plan_type", "primary", "secondary", "credits"]
+                for name in names:
                     setattr(current, name, getattr(account, name))
             self._seen[row.id] = row.updated_at
             if row.access_token:
@@ -114,7 +124,7 @@ class AccountPool:
     def remove(self, account_id: str) -> None:
         self.accounts.pop(account_id, None)
         self.credentials.pop(account_id, None)
-        self._dirty.discard(account_id)
+        self._dirty.pop(account_id, None)
         self._seen.pop(account_id, None)
 
     # -- reading -------------------------------------------------------------------------
@@ -148,8 +158,9 @@ class AccountPool:
 
     # -- changing ------------------------------------------------------------------------
 
-    def mark_dirty(self, account: Account) -> None:
-        self._dirty.add(account.id)
+    def mark_dirty(self, account: Account, group: str = USAGE) -> None:
+        """Remember to write ``account``'s ``group`` fields (usage windows, or status and cooldown)."""
+        self._dirty.setdefault(account.id, set()).add(group)
 
     def set_status(self, account: Account, status: AccountStatus, reason: str | None) -> None:
         if account.status is not status or account.status_reason != reason:
@@ -157,7 +168,7 @@ class AccountPool:
                 log.info("account %s: %s -> %s%s", account.label, account.status.value, status.value,
                          f" ({reason})" if reason else "")
             account.status, account.status_reason = status, reason
-            self.mark_dirty(account)
+            self.mark_dirty(account, STATUS)
 
     def cool_down(self, account: Account, until: float, *, status: AccountStatus | None = None,
                   reason: str | None = None) -> None:
@@ -165,24 +176,37 @@ class AccountPool:
         account.cooldown_until = max(account.cooldown_until, until)
         if status is not None:
             self.set_status(account, status, reason)
-        self.mark_dirty(account)
+        self.mark_dirty(account, STATUS)
 
     def touch(self, account: Account, now: float | None = None) -> None:
         account.last_used_at = time.time() if now is None else now
         self.mark_dirty(account)
 
     async def flush(self, store: AccountStore) -> int:
-        """Write changed accounts back; returns how many were written. Kept dirty on failure."""
-        dirty, self._dirty = self._dirty, set()
+        """Write changed field groups back; returns how many accounts were written.
+
+        A routing status (active, rate limited) never overwrites a status a person or a permanent
+        failure set meanwhile elsewhere (paused, deactivated, re-login): that one is adopted here.
+        Kept dirty on failure.
+        """
+        dirty, self._dirty = self._dirty, {}
         written = 0
-        for account_id in dirty:
+        for account_id, groups in dirty.items():
             account = self.accounts.get(account_id)
             if account is None:
                 continue
             try:
-                await store.update(account_id, **persisted_fields(account))
+                if STATUS in groups and account.status not in ADMIN_STATUSES:
+                    row = await store.get(account_id)
+                    if row is not None and row.status in ADMIN_STATUSES and row.updated_at > self._seen.get(
+                            account_id, -1.0):
+                        account.status, account.status_reason = row.status, row.status_reason
+                        groups = groups - {STATUS}
+                if groups:
+                    await store.update(account_id, **persisted_fields(account, groups))
                 written += 1
             except Exception:
-                self._dirty.add(account_id)
+                for group in groups:
+                    self.mark_dirty(account, group)
                 log.warning("could not save account %s; will retry", account.label, exc_info=True)
         return written

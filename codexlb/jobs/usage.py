@@ -18,7 +18,7 @@ from typing import Any
 from codexlb.errors import UpstreamError
 from codexlb.jobs.base import Job, JobError
 from codexlb.jobs.fetch import Answer, FetchError, account_headers, get_with_retries
-from codexlb.pool import LIMITED
+from codexlb.pool import LIMITED, STATUS
 from codexlb.types import Account, AccountStatus, UsageWindow
 
 POLLED = (AccountStatus.ACTIVE, *LIMITED)
@@ -208,11 +208,13 @@ class UsageRefreshJob(Job):
                 until = now + min(self.interval, 300.0)
             account.cooldown_until = until  # the usage answer is authoritative about the reset time
             pool.set_status(account, status, reason)
+            pool.mark_dirty(account, STATUS)
             if until > now:
                 self._recheck[account.id] = until
         elif account.status in LIMITED:
             account.cooldown_until = min(account.cooldown_until, now)
             pool.set_status(account, AccountStatus.ACTIVE, None)
+            pool.mark_dirty(account, STATUS)
         pool.mark_dirty(account)
 
     async def fetch(self, account: Account) -> Mapping[str, Any]:

@@ -66,3 +66,45 @@ def test_sync_ignores_rows_not_newer() -> None:
     account.label = "local"
     pool.sync([dataclasses.replace(row, label="db")])
     assert account.label == "local"
+
+
+class MemoryStore:
+    """Just enough of AccountStore for flush: rows by id, updates recorded."""
+
+    def __init__(self, *rows: StoredAccount) -> None:
+        self.rows = {r.id: r for r in rows}
+        self.updates: list[dict[str, object]] = []
+
+    async def get(self, id: str) -> StoredAccount | None:
+        return self.rows.get(id)
+
+    async def update(self, id: str, **fields: object) -> None:
+        self.updates.append(fields)
+
+
+async def test_usage_flush_never_writes_status() -> None:
+    pool = AccountPool()
+    account = pool.put(stored("a"))
+    pool.touch(account)
+    store = MemoryStore(stored("a"))
+    await pool.flush(store)  # type: ignore[arg-type]
+    assert store.updates and "status" not in store.updates[0] and "last_used_at" in store.updates[0]
+
+
+async def test_routing_status_does_not_undo_a_pause_made_elsewhere() -> None:
+    pool = AccountPool()
+    account = pool.put(stored("a"))
+    pool.cool_down(account, time.time() + 30)  # a transient failure here...
+    paused = stored("a", status=AccountStatus.PAUSED, updated_at=time.time() + 5)  # ...while paused there
+    store = MemoryStore(paused)
+    await pool.flush(store)  # type: ignore[arg-type]
+    assert account.status is AccountStatus.PAUSED
+    assert all("status" not in update for update in store.updates)
+
+
+def test_sync_applies_status_while_only_usage_is_unflushed() -> None:
+    pool = AccountPool()
+    account = pool.put(stored("a"))
+    pool.touch(account)
+    pool.sync([stored("a", status=AccountStatus.PAUSED, updated_at=time.time() + 5)])
+    assert account.status is AccountStatus.PAUSED
