@@ -100,6 +100,7 @@ class Settings:
     usage_refresh_enabled: bool = setting(True, "refresh every account's usage in the background")
     usage_refresh_interval_seconds: int = setting(60, "interval between usage refreshes", min=1)
     usage_history_retention_days: int = setting(30, "days of usage snapshots kept", min=1)
+    request_log_retention_days: int = setting(90, "days of request-log rows kept (0: keep forever)", min=0)
     # -- firewall -------------------------------------------------------------------------
     firewall_trust_proxy_headers: bool = setting(False, "use X-Forwarded-For from trusted proxies")
     firewall_trusted_proxy_cidrs: tuple[str, ...] = setting(

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import insert, select
+from sqlalchemy import delete, insert, select
 
 from codexlb.db.engine import begin_write
 from codexlb.db.models import RequestLogRow
@@ -65,3 +65,10 @@ async def latest_accounts_by_session(sessionmaker: async_sessionmaker[AsyncSessi
     for key_hash, account_id in rows:
         latest.setdefault(key_hash, account_id)
     return latest
+
+
+async def prune_request_logs(sessionmaker: async_sessionmaker[AsyncSession], older_than: float) -> int:
+    """Delete rows logged before ``older_than`` (served by the ``(time)`` index); returns how many."""
+    async with begin_write(sessionmaker) as session:
+        result = await session.execute(delete(RequestLogRow).where(RequestLogRow.time < older_than))
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]

@@ -5,7 +5,8 @@ accounts first seen together are spread evenly over one interval, so the upstrea
 trickle instead of a burst. A rate-limited account is also re-checked when its cooldown ends, so it
 comes back as soon as its window resets. Answers update the account in the pool at once (windows,
 credits, plan, status and cooldown) and append a usage snapshot; snapshots older than
-``USAGE_HISTORY_RETENTION_DAYS`` are pruned about once an hour.
+``USAGE_HISTORY_RETENTION_DAYS`` (and request-log rows older than ``REQUEST_LOG_RETENTION_DAYS``)
+are pruned about once an hour.
 """
 
 from __future__ import annotations
@@ -288,3 +289,11 @@ class UsageRefreshJob(Job):
             await self.lb.store.prune_snapshots(cutoff)
         except Exception as exc:
             self.problem(f"could not prune usage snapshots ({type(exc).__name__})")
+        days = self.lb.settings.request_log_retention_days
+        if days and self.lb.sessionmaker is not None:
+            from codexlb.db.requestlog import prune_request_logs
+
+            try:
+                await prune_request_logs(self.lb.sessionmaker, now - days * 86400)
+            except Exception as exc:
+                self.problem(f"could not prune the request log ({type(exc).__name__})")

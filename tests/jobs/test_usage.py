@@ -241,3 +241,15 @@ async def test_disabled_usage_refresh_never_runs(tmp_path: Path, fake: FakeUpstr
         assert await lb.jobs.tick()
         assert fake.requests_for("usage") == []
         assert lb.jobs.usage.status.runs == 0
+
+
+async def test_request_log_is_pruned_by_retention(tmp_path: Path, fake: FakeUpstream, clock: FakeClock) -> None:
+    from codexlb.db.requestlog import insert_request_logs, recent_request_logs
+
+    async with running_lb(tmp_path, fake, clock, accounts=1, request_log_retention_days=7) as lb:
+        assert lb.sessionmaker is not None
+        await insert_request_logs(lb.sessionmaker, [{"time": clock.now - 8 * 86400, "endpoint": "responses"},
+                                                    {"time": clock.now - 6 * 86400, "endpoint": "responses"}])
+        await lb.jobs.tick()
+        rows = await recent_request_logs(lb.sessionmaker, limit=10)
+        assert [r["time"] for r in rows] == [clock.now - 6 * 86400]
