@@ -71,11 +71,13 @@ class CodexLB:
             report = self.migration_report = await prepare_database(self.settings, self.engine)
             self.readiness = {"database": "ok", "migrations": "ok" if report.ok else str(report.error)}
             self.sessionmaker = make_sessionmaker(self.engine)
-            self.cipher = await load_cipher(self.settings, self.engine)
-            self.store = AccountStore(self.sessionmaker, self.cipher)
-            self.pool.load(await self.store.list())
+            if report.error is None:
+                self.cipher = await load_cipher(self.settings, self.engine)
+                self.store = AccountStore(self.sessionmaker, self.cipher)
+                self.pool.load(await self.store.list())
             await self.hooks.startup()
-            await self.jobs.start()  # background jobs (issue 6)
+            if report.error is None:  # without a usable schema: serve /readyz and 503s, run no jobs
+                await self.jobs.start()  # background jobs (issue 6)
         except BaseException:
             await self.engine.dispose()
             raise

@@ -181,6 +181,10 @@ class Pipeline:
 
     def _no_account(self, last_error: UpstreamError | None) -> FlowError:
         pool = self.app.pool
+        report = self.app.migration_report
+        if report is not None and report.error:
+            return FlowError("the database is not ready (a migration failed); see /readyz and the server log",
+                             status=503, code="database_not_ready")
         if not pool.accounts:
             return NoAccountAvailable(
                 "no accounts are configured; add one with `codexlb accounts login` or "
