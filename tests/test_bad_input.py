@@ -154,5 +154,15 @@ async def test_many_small_headers_reach_the_app(proxy: ProxyHarness) -> None:
 
 
 async def test_body_over_the_cap(proxy: ProxyHarness) -> None:
-    status, body = await raw_request(proxy, HEAD + b"content-length: %d\r\n\r\n" % (64 * 1024 + 1))
+    size = 64 * 1024 + 1
+    status, body = await raw_request(proxy, HEAD + b"content-length: %d\r\n\r\n" % size + b"x" * size)
     assert status == 413 and b"payload_too_large" in body
+    # far over the cap: refused from the declared length alone, without reading the body
+    status, body = await raw_request(proxy, HEAD + b"content-length: %d\r\n\r\n" % (10 * size))
+    assert status == 413 and b"payload_too_large" in body
+
+
+async def test_uploading_client_gets_the_413_not_a_reset(proxy: ProxyHarness) -> None:
+    response = await proxy.client.post("/v1/responses", content=b"{" + b" " * (80 * 1024) + b"}",
+                                       headers={"content-type": "application/json"})
+    assert response.status_code == 413 and response.json()["error"]["code"] == "payload_too_large"

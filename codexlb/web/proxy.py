@@ -7,6 +7,7 @@ upstream first (the cache may lack models it can use) and gets the cache only wh
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
 
@@ -16,6 +17,8 @@ from codexlb.app import CodexLB, lb_of
 from codexlb.flow import Flow, ProxyRequest, ProxyResponse
 
 blueprint = Blueprint("proxy", __name__)
+DISCARD_IDLE_SECONDS = 1.0
+"""How long to wait for more of an oversized body before answering 413 anyway."""
 
 ROUTES = {
     ("POST", "/backend-api/codex/responses"): "codex_responses",
@@ -37,17 +40,32 @@ def make_flow(endpoint: str) -> Flow:
 
 
 async def read_body(limit: int) -> bytes | None:
-    """The raw body, or ``None`` when it is larger than ``limit``."""
+    """The raw body, or ``None`` when it is larger than ``limit``.
+
+    An oversized body is read on and thrown away (up to twice the limit, while the client keeps
+    sending), so a client still uploading gets the 413 instead of a reset connection.
+    """
     declared = request.content_length
-    if declared is not None and declared > limit:
+    if declared is not None and declared > 2 * limit:
         return None
     parts, size = [], 0
-    async for chunk in request.body:
+    chunks = request.body.__aiter__()
+    async for chunk in chunks:
         size += len(chunk)
         if size > limit:
+            await _discard(chunks, 2 * limit - size)
             return None
         parts.append(chunk)
     return b"".join(parts)
+
+
+async def _discard(chunks: AsyncIterator[bytes], budget: int) -> None:
+    while budget > 0:
+        try:
+            async with asyncio.timeout(DISCARD_IDLE_SECONDS):
+                budget -= len(await chunks.__anext__())
+        except (StopAsyncIteration, TimeoutError):
+            return
 
 
 async def handle(endpoint: str) -> Response:
