@@ -143,6 +143,11 @@ class SSEScanner:
         self._discarding = False
         self._scanned = 0
 
+    def keep_only(self, types: Collection[str]) -> None:
+        """From now on keep only events of ``types`` (as if the scanner had been made with them)."""
+        self._types = frozenset(types)
+        self._type_names = frozenset(t.encode() for t in types)
+
     @property
     def scanned_bytes(self) -> int:
         """Bytes examined while searching for event and line ends (at most 2x the bytes fed)."""

@@ -50,16 +50,29 @@ class Tap:
         self.flow, self.account, self.app = flow, account, app
         self.scanner = SSEScanner(max(app.settings.max_sse_event_bytes * 2, 1 << 20), types=TAPPED)
         self.terminal: str | None = None
+        self._skip = 0
 
     def feed(self, chunk: bytes) -> None:
+        if self._skip:  # already read by peek_first_event, with this scanner
+            self._skip -= 1
+            return
         if not self.scanner.buffered and chunk.endswith(b"\n\n") and not any(m in chunk for m in MARKERS):
             return  # whole events only, none of a type we read: skip the scan (the common delta chunk)
         for event in _scan(self.scanner, chunk):
-            kind = event_type(event)
-            if kind == "codex.rate_limits":
-                self._rate_limits(event)
-            elif kind in TERMINAL:
-                self._terminal(kind, event)
+            self.inspect(event)
+
+    def inspect(self, event: SSEEvent) -> None:
+        """Take what the proxy needs from one event."""
+        kind = event_type(event)
+        if kind == "codex.rate_limits":
+            self._rate_limits(event)
+        elif kind in TERMINAL:
+            self._terminal(kind, event)
+
+    def adopt(self, scanner: SSEScanner, chunks_read: int) -> None:
+        """Continue with the scanner that read the first ``chunks_read`` chunks (so none is read twice)."""
+        scanner.keep_only(TAPPED)
+        self.scanner, self._skip = scanner, chunks_read
 
     def _rate_limits(self, event: SSEEvent) -> None:
         try:
@@ -97,8 +110,9 @@ async def peek_first_event(tap: Tap, body: AsyncIterator[bytes]) -> AsyncIterato
     """Hold the stream until its first real event; fail over if that event is a retryable failure.
 
     ``codex.*``, ``response.created`` and ``response.in_progress`` are held until the first
-    output or terminal event, so an overload reported right after ``response.created`` fails over. Returns a stream that
-    replays what was read, then continues with the rest.
+    output or terminal event, so an overload reported right after ``response.created`` fails over.
+    Every event read here goes to ``tap``, which then continues with the same scanner. Returns a
+    stream that replays what was read, then continues with the rest.
     """
     scanner = SSEScanner(max(tap.app.settings.max_sse_event_bytes * 2, 1 << 20))
     buffered: list[bytes] = []
@@ -114,16 +128,13 @@ async def peek_first_event(tap: Tap, body: AsyncIterator[bytes]) -> AsyncIterato
             size += len(chunk)
             for event in _scan(scanner, chunk):
                 kind = event_type(event)
-                if kind == "codex.rate_limits":
-                    tap._rate_limits(event)
-                if kind is None or kind.startswith("codex.") or kind in HELD:
-                    continue
-                decided = True
-                if kind in ("response.failed", "error"):
-                    error = classify_event(event.json())
-                    if error is not None:
-                        raise error
-                break
+                if not decided and kind is not None and not kind.startswith("codex.") and kind not in HELD:
+                    decided = True
+                    if kind in ("response.failed", "error"):
+                        error = classify_event(event.json())
+                        if error is not None:
+                            raise error
+                tap.inspect(event)
     except FlowError:
         await _close(iterator)
         raise
@@ -135,6 +146,7 @@ async def peek_first_event(tap: Tap, body: AsyncIterator[bytes]) -> AsyncIterato
     except BaseException:
         await _close(iterator)
         raise
+    tap.adopt(scanner, len(buffered))
     return _replay(buffered, iterator)
 
 

@@ -50,3 +50,25 @@ def test_event_per_chunk_uses_the_fast_path() -> None:
         tap.feed(chunk)
     assert tap.terminal == "response.completed" and tap.flow.usage is not None
     assert tap.scanner.scanned_bytes < len(STREAM) // 2  # the delta chunks were never scanned
+
+
+@pytest.mark.parametrize("seed", range(10))
+async def test_peek_then_tap_read_every_event_once(seed: int) -> None:
+    from codexlb.streaming import peek_first_event
+
+    rng = random.Random(seed)
+    cuts = sorted(rng.sample(range(1, len(STREAM)), rng.randint(1, 40)))
+    chunks = [STREAM[a:b] for a, b in zip([0, *cuts], [*cuts, len(STREAM)], strict=True)]
+
+    async def upstream():  # noqa: ANN202
+        for chunk in chunks:
+            yield chunk
+
+    tap = make_tap()
+    replay = await peek_first_event(tap, upstream())
+    received = b"".join([chunk async for chunk in tap.wrap(replay)])
+    assert received == STREAM
+    assert tap.terminal == "response.completed"
+    assert tap.flow.usage is not None and tap.flow.usage.cached == 40
+    assert tap.account.primary.used_percent == 12.5
+    assert tap.scanner.scanned_bytes <= len(STREAM) + 64  # one scanner read the stream, once
