@@ -24,6 +24,8 @@ HELD = frozenset({"response.created", "response.in_progress"})
 """Events held back with the ``codex.*`` ones until the stream shows it is really answering."""
 TERMINAL = TERMINAL_TYPES
 TAPPED = frozenset({"codex.rate_limits", *TERMINAL_TYPES})
+PEEKED = TAPPED | HELD | {"response.output_item.added"}
+"""What the peek reads (every answer starts its output with ``response.output_item.added``)."""
 MARKERS = (b"codex.rate_limits", b"response.completed", b"response.incomplete", b"response.failed", b"error")
 """Byte strings one of which every tapped event contains (its type, in the event line or the JSON)."""
 
@@ -114,7 +116,7 @@ async def peek_first_event(tap: Tap, body: AsyncIterator[bytes]) -> AsyncIterato
     Every event read here goes to ``tap``, which then continues with the same scanner. Returns a
     stream that replays what was read, then continues with the rest.
     """
-    scanner = SSEScanner(max(tap.app.settings.max_sse_event_bytes * 2, 1 << 20))
+    scanner = SSEScanner(max(tap.app.settings.max_sse_event_bytes * 2, 1 << 20), types=PEEKED)
     buffered: list[bytes] = []
     size, decided = 0, False
     iterator = body.__aiter__()
