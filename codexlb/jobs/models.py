@@ -154,6 +154,8 @@ class ModelRegistryJob(Job):
 
     async def work(self, **options: Any) -> None:
         candidates = self.lb.pool.usable()[:ACCOUNTS_TRIED]
+        if not candidates and not self.lb.pool.accounts:
+            return  # nothing to fetch with yet: not a failure (the first account arrives later)
         if not candidates:
             raise JobError("no usable account to fetch the model list with")
         problems = []

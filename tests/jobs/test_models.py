@@ -10,6 +10,7 @@ from codexlb.jobs.models import ModelRegistry
 from codexlb.testing.fake_models import catalog_for
 from codexlb.testing.fake_upstream import FakeUpstream, Fault
 from codexlb.testing.harness import proxy_server
+from codexlb.types import AccountStatus
 
 from .conftest import PIPELINE, FakeClock, running_lb
 
@@ -57,9 +58,17 @@ async def test_failures_keep_the_cache_and_try_another_account(tmp_path: Path, f
 
 
 async def test_no_usable_account_is_reported(tmp_path: Path, fake: FakeUpstream, clock: FakeClock) -> None:
-    async with running_lb(tmp_path, fake, clock, accounts=0, model_registry_enabled=True) as lb:
+    async with running_lb(tmp_path, fake, clock, accounts=1, model_registry_enabled=True) as lb:
+        for account in lb.pool.all():
+            lb.pool.set_status(account, AccountStatus.PAUSED, None)
         status = await lb.jobs.models.run_once()
         assert status.last_error == "no usable account to fetch the model list with"
+
+
+async def test_an_empty_pool_is_not_an_error(tmp_path: Path, fake: FakeUpstream, clock: FakeClock) -> None:
+    async with running_lb(tmp_path, fake, clock, accounts=0, model_registry_enabled=True) as lb:
+        status = await lb.jobs.models.run_once()
+        assert status.last_error is None and fake.requests_for("models") == []
 
 
 def registry_with(lb: CodexLB, models: list[dict[str, object]], etag: str = 'W/"abc"') -> ModelRegistry:
