@@ -147,7 +147,7 @@ def create_app(settings: Settings | None = None, *, plugins: Iterable[object] = 
         app.register_blueprint(blueprint)
     admin.install_error_handlers(app)
 
-    @app.while_serving
+    @app.while_serving  # type: ignore[type-var]
     async def lifespan() -> AsyncIterator[None]:
         await lb.start()
         yield
@@ -158,4 +158,4 @@ def create_app(settings: Settings | None = None, *, plugins: Iterable[object] = 
 
 def lb_of(app: Quart) -> CodexLB:
     """The :class:`CodexLB` of a Quart app built by :func:`create_app`."""
-    return app.codexlb  # type: ignore[attr-defined, no-any-return]
+    return app.codexlb  # type: ignore[attr-defined]

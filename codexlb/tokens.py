@@ -10,6 +10,7 @@ refreshed just retries with the new token.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from contextvars import ContextVar
@@ -87,7 +88,7 @@ class TokenManager:
         if task is None:
             task = self.app.tasks.spawn(self._refresh(account, force, stale), f"token-refresh-{account.id[:8]}")
             self._inflight[account.id] = task
-            task.add_done_callback(lambda t, key=account.id: self._forget(key, t))
+            task.add_done_callback(functools.partial(self._forget, account.id))
         ok = await asyncio.shield(task)
         if force:
             current = self.app.pool.credentials.get(account.id)

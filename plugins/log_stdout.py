@@ -113,7 +113,7 @@ def request_shape(flow: Flow, raw_cache_key: bool) -> dict[str, Any]:
                 parts["text"] += 1
             for part in content if isinstance(content, list) else ():
                 parts[clean(part.get("type", "?") if isinstance(part, dict) else "?", 40)] += 1
-    tools = payload.get("tools") if isinstance(payload.get("tools"), list) else []
+    tools: list[Any] = payload.get("tools") or [] if isinstance(payload.get("tools"), list) else []
     shape.update(input_items=dict(items), content_parts=dict(parts), roles=dict(roles), tool_count=len(tools),
                  tool_types=dict(Counter(clean(t.get("type", "?"), 40) for t in tools if isinstance(t, dict))),
                  instructions_chars=len(payload["instructions"]) if isinstance(payload.get("instructions"), str)

@@ -56,8 +56,9 @@ def identity(id_token: str | None, access_token: str | None = None) -> Identity:
     """Email, ChatGPT account id and plan from the id token, falling back to the access token."""
     email = account_id = plan = None
     for claims in (decode_payload(id_token), decode_payload(access_token)):
-        auth = claims.get(AUTH_CLAIM) if isinstance(claims.get(AUTH_CLAIM), dict) else {}
-        profile = claims.get(PROFILE_CLAIM) if isinstance(claims.get(PROFILE_CLAIM), dict) else {}
+        auth: dict[str, Any] = claims.get(AUTH_CLAIM) or {} if isinstance(claims.get(AUTH_CLAIM), dict) else {}
+        profile: dict[str, Any] = (claims.get(PROFILE_CLAIM) or {}
+                                   if isinstance(claims.get(PROFILE_CLAIM), dict) else {})
         email = email or _text(claims.get("email")) or _text(profile.get("email"))
         account_id = (account_id or _text(auth.get("chatgpt_account_id"))
                       or _text(claims.get("chatgpt_account_id")))

@@ -13,7 +13,7 @@ import os
 import sys
 import time
 import webbrowser
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -89,7 +89,7 @@ def register(subparsers: Any) -> None:
     rm.set_defaults(func=_command(_remove))
 
 
-def _command(fn: Callable[[argparse.Namespace, Settings], Awaitable[int]]) -> Callable[..., int]:
+def _command(fn: Callable[[argparse.Namespace, Settings], Coroutine[Any, Any, int]]) -> Callable[..., int]:
     """A sync handler running ``fn``; expected failures print one line and exit 1."""
 
     def handler(args: argparse.Namespace, settings: Settings) -> int:

@@ -57,7 +57,7 @@ def run_plugins(args: argparse.Namespace, settings: Settings) -> int:
 
     pm = make_plugin_manager(settings.pipeline_plugins)
     hooks = Hooks(pm)
-    out = []
+    out: list[dict[str, Any]] = []
     for name in settings.pipeline_plugins:
         implemented = sorted(h for h in hooks._impls if name in hooks.implementers(h))
         out.append({"name": name, "hooks": implemented, "options": dict(settings.options_for(name))})

@@ -90,7 +90,7 @@ async def serve(settings: Settings) -> int:
     print(f"codexlb listening on http://{settings.host}:{settings.port} "
           f"({len(lb.pool.accounts)} account(s))", flush=True)
     try:
-        await hypercorn_serve(app, hypercorn_config(settings), shutdown_trigger=stop.wait)  # type: ignore[arg-type]
+        await hypercorn_serve(app, hypercorn_config(settings), shutdown_trigger=stop.wait)
     finally:
         await lb.stop()
     return 0

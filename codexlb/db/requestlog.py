@@ -63,7 +63,8 @@ async def latest_accounts_by_session(sessionmaker: async_sessionmaker[AsyncSessi
         rows = (await session.execute(query)).all()
     latest: dict[str, str] = {}
     for key_hash, account_id in rows:
-        latest.setdefault(key_hash, account_id)
+        if key_hash is not None and account_id is not None:
+            latest.setdefault(key_hash, account_id)
     return latest
 
 

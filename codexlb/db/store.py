@@ -8,6 +8,7 @@ or the database write lock (SQLite ``BEGIN IMMEDIATE``) while the refresh runs.
 
 from __future__ import annotations
 
+import builtins
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -284,7 +285,8 @@ class AccountStore:
                         setattr(row, name, value)
                     row.updated_at = time.time()
 
-    async def usage_history(self, account_id: str, *, since: float | None = None) -> list[UsageSnapshot]:
+    async def usage_history(self, account_id: str, *,
+                            since: float | None = None) -> builtins.list[UsageSnapshot]:
         """Snapshots of one account, oldest first."""
         query = select(UsageSnapshotRow).where(UsageSnapshotRow.account_id == account_id)
         if since is not None:

@@ -65,7 +65,7 @@ def apply_usage(account: Account, data: Mapping[str, Any], now: float) -> tuple[
 
     :returns: ``(status, until, reason)`` when a quota is exhausted, else ``None``.
     """
-    limits = data.get("rate_limit") if isinstance(data.get("rate_limit"), Mapping) else {}
+    limits: Mapping[str, Any] = data.get("rate_limit") or {} if isinstance(data.get("rate_limit"), Mapping) else {}
     primary = parse_window(limits.get("primary_window"), now)
     secondary = parse_window(limits.get("secondary_window"), now)
     account.primary = primary or UsageWindow()

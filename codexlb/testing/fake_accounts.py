@@ -115,7 +115,7 @@ class FakeAccount:
         self.token_generation += 1
         gen = self.token_generation
         self.access_token_exp = access_exp if access_exp is not None else now + self.access_token_ttl
-        common = {
+        common: dict[str, Any] = {
             "chatgpt_account_id": self.chatgpt_account_id, "email": self.email,
             "plan_type": self.plan_type, "user_id": self.user_id, "iat": now,
         }

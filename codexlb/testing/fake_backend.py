@@ -39,7 +39,7 @@ if TYPE_CHECKING:
 UNSUPPORTED_FIELDS = ("max_output_tokens", "metadata", "prompt_cache_retention", "safety_identifier",
                       "temperature", "top_p", "truncation", "user")
 STREAM_FAULTS = {"drop_mid_stream", "oversized_event", "response_failed", "error_event"}
-STREAM_FAULT = web.RequestKey("codexlb_fake_stream_fault", Fault | None)
+STREAM_FAULT: web.RequestKey[Fault | None] = web.RequestKey("codexlb_fake_stream_fault", object)  # type: ignore[arg-type]
 
 
 class FakeBackend:
@@ -306,7 +306,7 @@ class FakeBackend:
             return account
         data = recorded(request).json
         body = data if isinstance(data, dict) else {}
-        items = body.get("input") if isinstance(body.get("input"), list) else []
+        items: list[Any] = body.get("input") or [] if isinstance(body.get("input"), list) else []
         kept = [i for i in items if isinstance(i, dict) and i.get("type", "message") == "message"
                 and i.get("role") == "user"]
         cid = self.up.ids.make("cmp_")

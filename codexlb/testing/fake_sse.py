@@ -244,8 +244,9 @@ def failed_events(plan: TurnPlan, code: str, message: str) -> list[dict[str, Any
     """``response.created`` then a terminal ``response.failed`` (HTTP status stays 200)."""
     failed = response_object(plan, "failed", [], None)
     failed["error"] = {"code": code, "message": message}
-    events = [{"type": "response.created", "response": response_object(plan, "in_progress", [], None)},
-              {"type": "response.failed", "response": failed}]
+    events: list[dict[str, Any]] = [
+        {"type": "response.created", "response": response_object(plan, "in_progress", [], None)},
+        {"type": "response.failed", "response": failed}]
     for seq, event in enumerate(events):
         event["sequence_number"] = seq
     return events

@@ -77,7 +77,7 @@ def codex_claims(
     jti: str | None = None,
 ) -> dict[str, Any]:
     """Claims as auth.openai.com puts them in an id token (``kind="id"``) or access token (``"access"``)."""
-    auth = {
+    auth: dict[str, Any] = {
         "chatgpt_account_id": chatgpt_account_id,
         "chatgpt_plan_type": plan_type,
         "chatgpt_user_id": user_id,

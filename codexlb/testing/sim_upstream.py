@@ -137,7 +137,7 @@ class SimUpstream(FakeUpstream):
         self.stats: dict[str, AccountStats] = {}
         self.backend = SimBackend(self)
 
-    @property  # type: ignore[override]
+    @property
     def first_event_delay(self) -> float:
         """Per request: set from the uncached tokens while planning the answer."""
         delay = _TTFE.get()

@@ -23,7 +23,7 @@ async def healthz() -> Any:
 @blueprint.get("/readyz")
 async def readyz() -> Any:
     """The database is reachable and migrated; otherwise 503 with what is not ready."""
-    state = await lb_of(current_app).check_ready()  # type: ignore[arg-type]
+    state = await lb_of(current_app).check_ready()
     return jsonify(state), 200 if state["ready"] else 503
 
 

@@ -94,7 +94,7 @@ async def _loopback_only() -> Any:
 
 
 def _lb() -> CodexLB:
-    return lb_of(current_app)  # type: ignore[arg-type]
+    return lb_of(current_app)
 
 
 def _store() -> AccountStore:
@@ -152,7 +152,7 @@ async def oauth_start() -> Any:
         await previous[0].close()
         previous[1].cancel()
     session = LoginSession(lb.settings, store, label=label if isinstance(label, str) and label else None,
-                           on_saved=lb.pool.put)
+                           on_saved=lambda row: None if lb.pool.put(row) else None)
     message = None
     try:
         await session.listen()

@@ -25,7 +25,7 @@ blueprint = Blueprint("compat", __name__)
 @blueprint.get("/backend-api/wham/accounts/check")
 async def accounts_check() -> Any:
     account_id = request.headers.get("chatgpt-account-id") or "codexlb-pool"
-    lb = lb_of(current_app)  # type: ignore[arg-type]
+    lb = lb_of(current_app)
     plan = next((a.plan_type for a in lb.pool.all() if a.plan_type), "plus")
     entry = {"account": {"account_id": account_id, "account_user_role": "account-owner", "plan_type": plan,
                          "structure": "personal", "is_default": True, "name": "codexlb pool"},
@@ -53,7 +53,7 @@ def _window(accounts: list[Account], which: str, now: float) -> dict[str, Any] |
 
 @blueprint.get("/backend-api/wham/usage")
 async def usage() -> Any:
-    lb = lb_of(current_app)  # type: ignore[arg-type]
+    lb = lb_of(current_app)
     now = time.time()
     active = [a for a in lb.pool.all() if a.status not in (AccountStatus.PAUSED, AccountStatus.DEACTIVATED,
                                                              AccountStatus.REAUTH_REQUIRED)]

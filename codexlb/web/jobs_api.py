@@ -28,7 +28,7 @@ async def jobs() -> Any:
     """Each background job's status (``?job=NAME`` for one)."""
     if (refused := loopback_only()) is not None:
         return refused
-    lb = lb_of(current_app)  # type: ignore[arg-type]
+    lb = lb_of(current_app)
     state = await lb.jobs.describe()
     if name := request.args.get("job"):
         state["jobs"] = [j for j in state["jobs"] if j["name"] == name]

@@ -12,6 +12,7 @@ import time
 from collections.abc import AsyncIterator
 
 from quart import Blueprint, Response, current_app, request
+from werkzeug.datastructures import Headers
 
 from codexlb.app import CodexLB, lb_of
 from codexlb.flow import Flow, ProxyRequest, ProxyResponse
@@ -69,7 +70,7 @@ async def _discard(chunks: AsyncIterator[bytes], budget: int) -> None:
 
 
 async def handle(endpoint: str) -> Response:
-    lb = lb_of(current_app)  # type: ignore[arg-type]
+    lb = lb_of(current_app)
     flow = make_flow(endpoint)
     result = await lb.pipeline.admit(flow)
     if result is None:
@@ -98,8 +99,8 @@ def to_quart(lb: CodexLB, flow: Flow, result: ProxyResponse) -> Response:
         flow.first_byte_at = flow.first_byte_at or time.time()
         flow.finished_at = time.time()
         current_app.add_background_task(lb.hooks.flow_done, flow)
-        return Response(result.body, status=result.status, headers=headers)
-    response = Response(_finishing(lb, flow, result.body), status=result.status, headers=headers)
+        return Response(result.body, status=result.status, headers=Headers(headers))
+    response = Response(_finishing(lb, flow, result.body), status=result.status, headers=Headers(headers))
     response.timeout = None
     return response
 
@@ -118,7 +119,7 @@ async def _finishing(lb: CodexLB, flow: Flow, body: AsyncIterator[bytes]) -> Asy
 
 async def handle_models(endpoint: str) -> Response:
     """Model lists from the registry cache when it has one, else (or for newer clients) from upstream."""
-    lb = lb_of(current_app)  # type: ignore[arg-type]
+    lb = lb_of(current_app)
     registry = lb.models
     if not registry.ready:
         return await handle(endpoint)
@@ -129,8 +130,8 @@ async def handle_models(endpoint: str) -> Response:
         if live.status_code < 500:
             return live
         cached = registry.codex_response(client_version, if_none_match)
-        return Response(cached.body, status=cached.status,  # type: ignore[arg-type]
-                        headers=[*cached.headers, ("x-codexlb-route", "model_registry:fallback")])
+        return Response(cached.body, status=cached.status,
+                        headers=Headers([*cached.headers, ("x-codexlb-route", "model_registry:fallback")]))
     flow = make_flow(endpoint)
     result = await lb.pipeline.admit(flow)
     if result is None:
@@ -141,7 +142,7 @@ async def handle_models(endpoint: str) -> Response:
     return to_quart(lb, flow, result)
 
 
-def _view(endpoint: str):  # type: ignore[no-untyped-def]
+def _view(endpoint: str):
     async def view() -> Response:
         if endpoint in ("models", "codex_models"):
             return await handle_models(endpoint)
