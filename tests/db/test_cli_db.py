@@ -85,7 +85,6 @@ def _cli(tmp_path: Path, url: str, *argv: str) -> subprocess.CompletedProcess[st
                           capture_output=True, text=True, timeout=60)
 
 
-@pytest.mark.skipif(not (REPO / "codexlb" / "__main__.py").exists(), reason="python -m codexlb not built yet")
 def test_python_m_codexlb_db(tmp_path: Path, database_url: str) -> None:
     upgraded = _cli(tmp_path, database_url, "db", "upgrade")
     assert upgraded.returncode == 0, upgraded.stderr
