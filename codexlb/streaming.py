@@ -22,17 +22,11 @@ log = logging.getLogger("codexlb.streaming")
 PEEK_LIMIT_BYTES = 256 * 1024
 HELD = frozenset({"response.created", "response.in_progress"})
 """Events held back with the ``codex.*`` ones until the stream shows it is really answering."""
-TERMINAL = TERMINAL_TYPES
 TAPPED = frozenset({"codex.rate_limits", *TERMINAL_TYPES})
 PEEKED = TAPPED | HELD | {"response.output_item.added"}
 """What the peek reads (every answer starts its output with ``response.output_item.added``)."""
 MARKERS = (b"codex.rate_limits", b"response.completed", b"response.incomplete", b"response.failed", b"error")
 """Byte strings one of which every tapped event contains (its type, in the event line or the JSON)."""
-
-
-def event_type(event: SSEEvent) -> str | None:
-    """The event's type from its ``event:`` line, else from the JSON ``type`` field."""
-    return event.type
 
 
 def _scan(scanner: SSEScanner, chunk: bytes) -> list[SSEEvent]:
@@ -65,10 +59,10 @@ class Tap:
 
     def inspect(self, event: SSEEvent) -> None:
         """Take what the proxy needs from one event."""
-        kind = event_type(event)
+        kind = event.type
         if kind == "codex.rate_limits":
             self._rate_limits(event)
-        elif kind in TERMINAL:
+        elif kind in TERMINAL_TYPES:
             self._terminal(kind, event)
 
     def adopt(self, scanner: SSEScanner, chunks_read: int) -> None:
@@ -129,7 +123,7 @@ async def peek_first_event(tap: Tap, body: AsyncIterator[bytes]) -> AsyncIterato
             buffered.append(chunk)
             size += len(chunk)
             for event in _scan(scanner, chunk):
-                kind = event_type(event)
+                kind = event.type
                 if not decided and kind is not None and not kind.startswith("codex.") and kind not in HELD:
                     decided = True
                     if kind in ("response.failed", "error"):
