@@ -166,6 +166,17 @@ class Flow:
     first_byte_at: float | None = None
     finished_at: float | None = None
     stash: Stash = field(default_factory=Stash)
+    _key_hash: tuple[str, str | None] | None = field(default=None, repr=False)
+
+    @property
+    def session_key_hash(self) -> str | None:
+        """:func:`session_key_hash` of ``session_key``, computed once (routing and the log both use it)."""
+        key = self.session_key
+        if key is None:
+            return None
+        if self._key_hash is None or self._key_hash[0] != key:
+            self._key_hash = (key, session_key_hash(key))
+        return self._key_hash[1]
 
     def reject(self, status: int, code: str, message: str, **extra: Any) -> None:
         """Answer the client now with an OpenAI-shaped error (an outcome, not an exception)."""

@@ -20,7 +20,6 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from codexlb import Flow, hookimpl
-from codexlb.flow import session_key_hash
 from codexlb.options import PluginOptions
 
 if TYPE_CHECKING:
@@ -42,7 +41,7 @@ def row_of(flow: Flow) -> dict[str, Any]:
         "reasoning_tokens": usage.reasoning if usage else None,
         "ttfb_ms": round((flow.first_byte_at - started) * 1000, 3) if flow.first_byte_at else None,
         "duration_ms": round((finished - started) * 1000, 3), "client_ip": flow.request.client_ip,
-        "session_key_hash": session_key_hash(flow.session_key), "route": flow.route or None,
+        "session_key_hash": flow.session_key_hash, "route": flow.route or None,
         "attempts": max(1, len(flow.attempts)),
     }
 

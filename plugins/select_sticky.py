@@ -54,7 +54,6 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from codexlb import Account, Flow, hookimpl
-from codexlb.flow import session_key_hash
 from codexlb.options import PluginOptions
 from plugins.select_least_used import effective_remaining, set_route
 
@@ -181,7 +180,7 @@ class SelectSticky:
         if not candidates:
             return None
         now = time.time()
-        pin = session_key_hash(key) or key
+        pin = flow.session_key_hash or key
         pinned_id = self._pins.get(pin)
         pinned = None
         if pinned_id is not None:

@@ -9,9 +9,10 @@ import pytest
 
 import codexlb.db.requestlog as requestlog
 from codexlb.db.requestlog import recent_request_logs
+from codexlb.flow import session_key_hash
 from codexlb.testing import make_flow
 from codexlb.testing.harness import proxy_server
-from plugins.log_db import LogDB, session_key_hash
+from plugins.log_db import LogDB
 
 PIPELINE = ("select_round_robin", "upstream", "log_db")
 BODY = {"model": "gpt-5.5", "input": [{"type": "message", "role": "user",
