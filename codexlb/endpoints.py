@@ -13,7 +13,8 @@ from typing import Any
 
 from codexlb.errors import BadRequest, FlowError, UpstreamError
 from codexlb.flow import Flow, ProxyResponse
-from codexlb.sse import TERMINAL_TYPES, SSEEvent, SSEEventTooLarge, SSEScanner, format_event, terminal_error_event
+from codexlb.sse import TERMINAL_TYPES, SSEEvent, SSEEventTooLarge, SSEScanner
+from codexlb.sse_frames import format_event, terminal_error_event
 from codexlb.translate import (
     ChatStreamTranslator,
     ResponseAssembler,

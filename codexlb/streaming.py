@@ -11,7 +11,8 @@ from typing import TYPE_CHECKING, Any
 from codexlb import ratelimits
 from codexlb.errors import FlowError, UpstreamError
 from codexlb.flow import Flow, StashKey
-from codexlb.sse import TERMINAL_TYPES, SSEEvent, SSEEventTooLarge, SSEScanner, usage_from_completed
+from codexlb.sse import TERMINAL_TYPES, SSEEvent, SSEEventTooLarge, SSEScanner
+from codexlb.sse_frames import usage_from_completed
 from codexlb.upstream_errors import classify_event
 
 if TYPE_CHECKING:

@@ -10,7 +10,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from codexlb.errors import UpstreamError
-from codexlb.sse import TERMINAL_TYPES, usage_from_completed
+from codexlb.sse import TERMINAL_TYPES
+from codexlb.sse_frames import usage_from_completed
 from codexlb.types import TokenUsage
 
 __all__ = [

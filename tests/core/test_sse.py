@@ -11,10 +11,8 @@ from codexlb.sse import (
     SSEEvent,
     SSEEventTooLarge,
     SSEScanner,
-    format_event,
-    terminal_error_event,
-    usage_from_completed,
 )
+from codexlb.sse_frames import format_event, terminal_error_event, usage_from_completed
 from codexlb.types import TokenUsage
 
 COMPLETED = {

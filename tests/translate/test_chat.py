@@ -12,7 +12,8 @@ from openai.types.chat import ChatCompletion, ChatCompletionChunk
 from openai.types.responses.response_create_params import ResponseCreateParamsStreaming
 from pydantic import TypeAdapter
 
-from codexlb.sse import SSEScanner, format_event
+from codexlb.sse import SSEScanner
+from codexlb.sse_frames import format_event
 from codexlb.translate import (
     ChatStreamTranslator,
     ResponseFailed,

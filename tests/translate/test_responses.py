@@ -11,7 +11,8 @@ from openai.types.responses.response_create_params import ResponseCreateParamsSt
 from pydantic import TypeAdapter
 
 from codexlb.errors import FlowError, UpstreamError
-from codexlb.sse import SSEScanner, format_event
+from codexlb.sse import SSEScanner
+from codexlb.sse_frames import format_event
 from codexlb.translate import UNSUPPORTED_UPSTREAM_FIELDS, prepare_responses_request
 from codexlb.translate.responses import ResponseAssembler, ResponseFailed, error_from_event
 from codexlb.types import TokenUsage
