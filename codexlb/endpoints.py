@@ -24,6 +24,8 @@ from codexlb.translate import (
     prepare_responses_request,
 )
 
+UNBOUNDED = 1 << 30
+"""Event-size limit of the adapters' own scans: the tap and ``sse_limit`` already bounded the stream."""
 SSE_HEADERS = [("content-type", "text/event-stream; charset=utf-8"), ("cache-control", "no-cache")]
 
 
@@ -101,7 +103,6 @@ class ResponsesAdapter(Adapter):
     def prepare(self, flow: Flow) -> None:
         payload = flow.request.payload or {}
         self.stream = bool(payload.get("stream"))
-        self.limit = 1 << 30
         try:
             flow.request.set_payload(prepare_responses_request(payload))
         except ValueError as exc:
@@ -113,14 +114,14 @@ class ResponsesAdapter(Adapter):
         if self.stream:
             return ProxyResponse(200, SSE_HEADERS, self._filtered(stream))
         assembler = ResponseAssembler()
-        async for _, data in _events(stream, self.limit):
+        async for _, data in _events(stream, UNBOUNDED):
             assembler.feed(data)
         return ProxyResponse.json(200, _result(assembler))
 
     async def _filtered(self, stream: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
         """Drop ``codex.*`` events; back-fill the terminal event's ``output``; pass the rest as is."""
         assembler = ResponseAssembler()
-        async for event in _sse(stream, self.limit):
+        async for event in _sse(stream, UNBOUNDED):
             kind = event.type or ""
             if kind.startswith("codex."):
                 continue
@@ -169,12 +170,12 @@ class ChatAdapter(Adapter):
         assert stream is not None
         if self.stream:
             return ProxyResponse(200, SSE_HEADERS, self._chunks(stream))
-        events = [data async for _, data in _events(stream, 1 << 30)]
+        events = [data async for _, data in _events(stream, UNBOUNDED)]
         return ProxyResponse.json(200, assemble_chat_completion(events, self.model))
 
     async def _chunks(self, stream: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
         translator = ChatStreamTranslator(self.model, self.include_usage)
-        async for _, data in _events(stream, 1 << 30):
+        async for _, data in _events(stream, UNBOUNDED):
             for frame in translator.feed(data):
                 yield frame
         for frame in translator.finish():
