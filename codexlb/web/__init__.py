@@ -1,1 +1,14 @@
 """Quart blueprints: the proxy routes, Codex start-up calls, health and admin."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from quart import jsonify
+
+
+def json_error(status: int, code: str, message: str, *, kind: str | None = None,
+               headers: dict[str, str] | None = None) -> Any:
+    """A Quart answer in OpenAI's ``{"error": {"message", "type", "code"}}`` shape."""
+    kind = kind or ("invalid_request_error" if status < 500 else "server_error")
+    return jsonify({"error": {"message": message, "type": kind, "code": code}}), status, headers or {}

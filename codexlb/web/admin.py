@@ -9,6 +9,7 @@ from quart import Blueprint, Quart, current_app, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from codexlb.app import lb_of
+from codexlb.web import json_error
 
 blueprint = Blueprint("admin", __name__)
 log = logging.getLogger("codexlb.web")
@@ -27,11 +28,6 @@ async def readyz() -> Any:
     return jsonify(state), 200 if state["ready"] else 503
 
 
-def _error(status: int, code: str, message: str) -> Any:
-    kind = "invalid_request_error" if status < 500 else "server_error"
-    return jsonify({"error": {"message": message, "type": kind, "code": code}}), status
-
-
 def install_error_handlers(app: Quart) -> None:
     """Every error, including unknown routes and methods, in OpenAI's ``{"error": {...}}`` shape."""
 
@@ -48,11 +44,10 @@ def install_error_handlers(app: Quart) -> None:
         allowed = sorted(getattr(exc, "valid_methods", None) or ())
         if exc.code == 405 and allowed:
             message = f"method {request.method} is not allowed on {request.path}; allowed: {', '.join(allowed)}"
-            body, status = _error(405, code, message)
-            return body, status, {"allow": ", ".join(allowed)}
-        return _error(exc.code or 500, code, message)
+            return json_error(405, code, message, headers={"allow": ", ".join(allowed)})
+        return json_error(exc.code or 500, code, message)
 
     @app.errorhandler(Exception)
     async def internal_error(exc: Exception) -> Any:
         log.exception("unhandled error")
-        return _error(500, "internal_error", "internal error")
+        return json_error(500, "internal_error", "internal error")

@@ -28,6 +28,7 @@ from codexlb.accounts.views import account_summary
 from codexlb.app import lb_of
 from codexlb.db.store import AmbiguousAccount
 from codexlb.types import AccountStatus
+from codexlb.web import json_error
 
 if TYPE_CHECKING:
     from codexlb.app import CodexLB
@@ -46,9 +47,7 @@ class ApiError(Exception):
 
 
 def _error(status: int, code: str, message: str) -> Any:
-    kind = {403: "permission_error", 404: "not_found_error"}.get(
-        status, "invalid_request_error" if status < 500 else "server_error")
-    return jsonify({"error": {"message": message, "type": kind, "code": code}}), status
+    return json_error(status, code, message, kind={403: "permission_error", 404: "not_found_error"}.get(status))
 
 
 @blueprint.errorhandler(ApiError)

@@ -18,6 +18,7 @@ from quart import Blueprint, current_app, jsonify, request
 
 from codexlb.app import lb_of
 from codexlb.types import Account, AccountStatus
+from codexlb.web import json_error
 
 blueprint = Blueprint("compat", __name__)
 
@@ -72,6 +73,6 @@ async def usage() -> Any:
 
 @blueprint.get("/backend-api/codex/responses")
 async def websocket_probe() -> Any:
-    body = {"error": {"message": "codexlb serves responses over HTTP streaming; WebSocket is not supported",
-                      "type": "invalid_request_error", "code": "websocket_not_supported"}}
-    return jsonify(body), 426, {"upgrade": "websocket"}
+    return json_error(426, "websocket_not_supported",
+                      "codexlb serves responses over HTTP streaming; WebSocket is not supported",
+                      headers={"upgrade": "websocket"})

@@ -9,6 +9,7 @@ from typing import Any
 from quart import Blueprint, current_app, jsonify, request
 
 from codexlb.app import lb_of
+from codexlb.web import json_error
 from codexlb.web.api import from_this_machine
 
 blueprint = Blueprint("jobs_api", __name__)
@@ -18,9 +19,8 @@ def loopback_only() -> Any | None:
     """A 403 answer unless the request comes from this machine (see ``api.from_this_machine``)."""
     if from_this_machine():
         return None
-    body = {"error": {"message": "the /api routes answer only clients on this machine (127.0.0.1 or ::1)",
-                      "type": "permission_error", "code": "forbidden"}}
-    return jsonify(body), 403
+    return json_error(403, "forbidden", "the /api routes answer only clients on this machine (127.0.0.1 or ::1)",
+                      kind="permission_error")
 
 
 @blueprint.get("/api/jobs")
