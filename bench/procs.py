@@ -110,24 +110,14 @@ def machine() -> dict[str, str]:
 
 async def import_accounts(root: Path, env: Mapping[str, str], accounts: list[dict[str, Any]]) -> None:
     """Store fake accounts (encrypted) in the proxy's database, as ``codexlb accounts import`` will."""
-    from codexlb.db.crypto import load_cipher
-    from codexlb.db.engine import make_engine, make_sessionmaker
-    from codexlb.db.migrate import prepare_database
-    from codexlb.db.store import AccountStore
+    from codexlb.accounts.storage import open_store
 
-    settings = load_settings(root, environ=env)
-    settings.ensure_dirs()
-    engine = make_engine(settings)
-    try:
-        await prepare_database(settings, engine)
-        store = AccountStore(make_sessionmaker(engine), await load_cipher(settings, engine))
+    async with open_store(load_settings(root, environ=env)) as store:
         for n, acct in enumerate(accounts, 1):
             await store.upsert(chatgpt_account_id=acct["chatgpt_account_id"], email=acct["email"],
                                plan_type=acct["plan_type"], access_token=acct["access_token"],
                                refresh_token=acct["refresh_token"], id_token=acct["id_token"],
                                label=f"acct{n}")
-    finally:
-        await engine.dispose()
 
 
 def proxy_env(root: Path, port: int, upstream: str, auth: str, plugins: Iterable[str]) -> dict[str, str]:

@@ -14,10 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from codexlb.db.crypto import load_cipher
-from codexlb.db.engine import make_engine, make_sessionmaker
-from codexlb.db.migrate import prepare_database
-from codexlb.db.store import AccountStore
+from codexlb.accounts.storage import open_store
 from codexlb.testing.fake_upstream import FakeUpstream
 from codexlb.testing.harness import make_settings
 
@@ -33,18 +30,11 @@ def free_port() -> int:
 
 
 async def seed_accounts(tmp_path: Path, fake: FakeUpstream, n: int) -> None:
-    settings = make_settings(tmp_path, fake=fake)
-    settings.ensure_dirs()
-    engine = make_engine(settings)
-    try:
-        await prepare_database(settings, engine)
-        store = AccountStore(make_sessionmaker(engine), await load_cipher(settings, engine))
+    async with open_store(make_settings(tmp_path, fake=fake)) as store:
         for _ in range(n):
             a = fake.add_account()
             await store.upsert(chatgpt_account_id=a.chatgpt_account_id, email=a.email, plan_type=a.plan_type,
                                access_token=a.access_token, refresh_token=a.refresh_token, id_token=a.id_token)
-    finally:
-        await engine.dispose()
 
 
 def serve_env(tmp_path: Path, fake: FakeUpstream, port: int, **extra: str) -> dict[str, str]:
