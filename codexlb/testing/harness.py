@@ -46,11 +46,6 @@ def make_settings(tmp_path: Path, *, fake: FakeUpstream | None = None, **overrid
     return dataclasses.replace(base, **values)
 
 
-make_settings.__test__ = False  # type: ignore[attr-defined]  # not a test, even when imported into one
-test_settings = make_settings
-"""Old name of :func:`make_settings`."""
-
-
 @dataclass
 class ProxyHarness:
     url: str

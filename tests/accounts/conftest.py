@@ -24,8 +24,8 @@ from codexlb.accounts.storage import open_store
 from codexlb.cli import build_parser
 from codexlb.db.store import StoredAccount
 from codexlb.settings import Settings
+from codexlb.testing import harness
 from codexlb.testing.fake_upstream import FakeAccount, FakeUpstream
-from codexlb.testing.harness import test_settings
 
 PIPELINE = ("select_round_robin", "upstream")
 URL_RE = re.compile(r"http://\S+/oauth/authorize\?\S+")
@@ -46,7 +46,7 @@ def make_settings(tmp_path: Path, fake: FakeUpstream, **overrides: Any) -> Setti
     values: dict[str, Any] = {"oauth_callback_host": "127.0.0.1", "oauth_callback_port": 0,
                               "oauth_redirect_uri": "http://127.0.0.1:1455/auth/callback",
                               "oauth_timeout_seconds": 5.0, "token_refresh_timeout_seconds": 5.0}
-    return test_settings(tmp_path, fake=fake, **{**values, **overrides})
+    return harness.make_settings(tmp_path, fake=fake, **{**values, **overrides})
 
 
 @pytest.fixture(autouse=True)
