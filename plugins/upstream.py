@@ -108,7 +108,7 @@ class Upstream:
         except aiohttp.ClientError as exc:
             raise UpstreamError(f"upstream unreachable ({type(exc).__name__})", code="upstream_unreachable",
                                 cooldown_seconds=TRANSIENT_COOLDOWN_SECONDS) from None
-        lowered = {k.lower(): v for k, v in response.headers.items()}
+        lowered = response.headers  # case-insensitive already: no copy on the hot path
         if ratelimits.apply_headers(account, lowered):
             app.pool.mark_dirty(account)
         out_headers = [(k, v) for k, v in response.headers.items() if k.lower() not in DROP_RESPONSE]
