@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,9 @@ from codexlb.testing.fake_upstream import FakeUpstream
 from codexlb.testing.harness import ProxyHarness, proxy_server
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
-FIXED_CLOCK = 1_795_000_000.0
+# One frozen clock for the fake and its twin (SSE bytes carry timestamps), taken from now so the tokens it
+# mints are valid against the proxy's real clock on any date.
+FIXED_CLOCK = float(int(time.time()))
 PIPELINE = ("decompress", "select_sticky", "select_least_used", "select_round_robin", "upstream", "sse_limit")
 
 
