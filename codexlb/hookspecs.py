@@ -37,6 +37,12 @@ def configure(config: Mapping[str, Any], settings: Settings) -> None:
 
     Raise :class:`codexlb.ConfigError` for a bad option; start-up stops with exit status 2.
 
+    Example::
+
+        @hookimpl
+        def configure(config, settings):
+            self.limit = int(config.get("limit", 10))
+
     .. versionadded:: 0.1
     """
 
@@ -44,6 +50,14 @@ def configure(config: Mapping[str, Any], settings: Settings) -> None:
 @hookspec
 def register_routes(app: CodexLB) -> Blueprint | list[Blueprint] | None:
     """Contribute Quart blueprints (admin pages, extra APIs), collected before serving.
+
+    Example::
+
+        @hookimpl
+        def register_routes(app):
+            bp = Blueprint("hello", __name__)
+            bp.add_url_rule("/hello", "hello", lambda: {"hello": "world"})
+            return bp
 
     .. versionadded:: 0.1
     """
@@ -58,6 +72,12 @@ async def startup(app: CodexLB) -> None:
 
     Called for every plugin in order; an exception aborts start-up.
 
+    Example::
+
+        @hookimpl
+        async def startup(app):
+            self.client = httpx.AsyncClient()
+
     .. versionadded:: 0.1
     """
 
@@ -65,6 +85,12 @@ async def startup(app: CodexLB) -> None:
 @hookspec
 async def shutdown(app: CodexLB) -> None:
     """Release resources; called in reverse order. Errors are logged and swallowed.
+
+    Example::
+
+        @hookimpl
+        async def shutdown(app):
+            await self.client.aclose()
 
     .. versionadded:: 0.1
     """
@@ -77,8 +103,15 @@ async def shutdown(app: CodexLB) -> None:
 async def admit_request(flow: Flow, app: CodexLB) -> None:
     """Decide whether a request may enter, before its body is read.
 
-    Set ``flow.client_ip``; call ``flow.reject(...)`` to refuse. Stops at the first plugin
+    Set ``flow.request.client_ip``; call ``flow.reject(...)`` to refuse. Stops at the first plugin
     that sets ``flow.response``. An exception refuses the request (fail closed).
+
+    Example::
+
+        @hookimpl
+        async def admit_request(flow, app):
+            if flow.request.headers.get("x-team") != "blue":
+                flow.reject(403, "forbidden", "only team blue may use this pool")
 
     .. versionadded:: 0.1
     """
@@ -91,6 +124,13 @@ async def decode_request(flow: Flow, app: CodexLB) -> None:
     Runs after the body is read and before it is parsed as JSON. Stops when
     ``flow.response`` is set.
 
+    Example::
+
+        @hookimpl
+        async def decode_request(flow, app):
+            if flow.request.headers.get("content-encoding") == "gzip":
+                flow.request.body = gzip.decompress(flow.request.body)
+
     .. versionadded:: 0.1
     """
 
@@ -101,6 +141,13 @@ async def transform_request(flow: Flow, app: CodexLB) -> None:
 
     Call ``flow.request.set_payload(...)`` or set ``payload_modified`` after changing it in
     place. Stops when ``flow.response`` is set.
+
+    Example::
+
+        @hookimpl
+        async def transform_request(flow, app):
+            flow.request.payload.setdefault("service_tier", "default")
+            flow.request.payload_modified = True
 
     .. versionadded:: 0.1
     """
@@ -119,6 +166,16 @@ async def select_account(flow: Flow, candidates: Sequence[Account], app: CodexLB
     Stops at first non-None result. Strategies are asked in ``[pipeline].plugins`` order.
     Set ``flow.route`` to ``"<strategy>:<reason>"`` when choosing.
 
+    Example::
+
+        @hookimpl
+        async def select_account(flow, candidates, app):
+            pro = [a for a in candidates if a.plan_type == "pro"]
+            if pro:
+                flow.route = "pro_first:pro"
+                return pro[0]
+            return None
+
     .. versionadded:: 0.1
     """
 
@@ -132,6 +189,14 @@ async def send_upstream(flow: Flow, account: Account, app: CodexLB) -> ProxyResp
 
     Stops at first non-None result.
 
+    Example::
+
+        @hookimpl(tryfirst=True)
+        async def send_upstream(flow, account, app):
+            if flow.request.endpoint == "codex_models":
+                return ProxyResponse(200, [("content-type", "application/json")], b'{"models": []}')
+            return None
+
     .. versionadded:: 0.1
     """
 
@@ -139,6 +204,12 @@ async def send_upstream(flow: Flow, account: Account, app: CodexLB) -> ProxyResp
 @hookspec
 async def account_failed(flow: Flow, account: Account, error: FlowError, app: CodexLB) -> None:
     """Observe a failed attempt (after the core applied cooldowns). Errors are logged.
+
+    Example::
+
+        @hookimpl
+        async def account_failed(flow, account, error, app):
+            log.warning("%s failed on %s: %s", flow.request.path, account.label, error.code)
 
     .. versionadded:: 0.1
     """
@@ -156,6 +227,16 @@ def wrap_response_stream(flow: Flow, stream: AsyncIterator[bytes],
     chain; the first plugin in order is the outermost (closest to the client). Raise inside
     the iterator to end the stream; the core turns that into a terminal error event.
 
+    Example::
+
+        @hookimpl
+        def wrap_response_stream(flow, stream, app):
+            async def counted():  # BYTES = StashKey[int]() at module level
+                async for chunk in stream:
+                    flow.stash[BYTES] = (flow.stash.get(BYTES) or 0) + len(chunk)
+                    yield chunk
+            return counted()
+
     .. versionadded:: 0.1
     """
 
@@ -168,6 +249,13 @@ async def flow_done(flow: Flow, app: CodexLB) -> None:
     """Observe a finished flow (after the last byte or a disconnect), off the hot path.
 
     Runs as a background task; errors are logged under the plugin's name.
+
+    Example::
+
+        @hookimpl
+        async def flow_done(flow, app):
+            took = (flow.finished_at or flow.started_at) - flow.started_at
+            log.info("%s %s in %.0f ms", flow.request.path, flow.status, took * 1000)
 
     .. versionadded:: 0.1
     """

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import inspect
 import re
 from dataclasses import fields
@@ -16,6 +17,20 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def spec_functions() -> dict[str, object]:
     return {n: f for n, f in vars(hookspecs).items() if hasattr(f, "codexlb_spec")}
+
+
+def test_hooks_md_is_generated_from_hookspecs() -> None:
+    spec = importlib.util.spec_from_file_location("gen_hooks", ROOT / "docs" / "gen_hooks.py")
+    assert spec is not None and spec.loader is not None
+    gen = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gen)
+    assert (ROOT / "docs" / "hooks.md").read_text() == gen.render(), \
+        "docs/hooks.md is stale: run python docs/gen_hooks.py"
+
+
+def test_every_hook_has_an_example() -> None:
+    for name, fn in spec_functions().items():
+        assert "Example::" in (inspect.getdoc(fn) or ""), f"hook {name} has no example in its docstring"
 
 
 def test_every_hook_documented_with_all_arguments() -> None:

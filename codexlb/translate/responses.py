@@ -1,6 +1,6 @@
 """``/v1/responses``: the upstream request body, and the non-stream Response built from the SSE events.
 
-References are to /work/shared/protocol.md (§1.3 request body, §1.6 events, §1.7 failures, §8.1).
+References are to docs/protocol.md (§1.3 request body, §1.6 events, §1.7 failures, §8.1).
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 FIXTURES = Path(__file__).parent / "fixtures"
-"""Request bodies captured from real clients (copied from /work/shared/fixtures, headers dropped)."""
+"""Request bodies captured from real clients (copied from the captures in tests/fixtures, headers dropped)."""
 
 USAGE = {"input_tokens": 12840, "input_tokens_details": {"cached_tokens": 11904},
          "output_tokens": 312, "output_tokens_details": {"reasoning_tokens": 192}, "total_tokens": 13152}
