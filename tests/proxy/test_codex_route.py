@@ -11,7 +11,7 @@ import zstandard
 
 from codexlb.testing.fake_upstream import FakeUpstream
 from codexlb.testing.harness import ProxyHarness
-from tests.proxy.conftest import FIXED_CLOCK, codex_posts, load_fixture, request_headers
+from tests.proxy.conftest import codex_posts, load_fixture, request_headers
 
 PASSED_THROUGH = ("session-id", "thread-id", "originator", "user-agent", "version", "x-client-request-id")
 
@@ -32,7 +32,7 @@ async def test_captured_request_streams_byte_identical(proxy: ProxyHarness, path
     account = next(a for a in proxy.accounts if a.chatgpt_account_id == served.account_id)
 
     # The same request sent directly to an identical fake, as the proxy's account.
-    async with FakeUpstream(clock=lambda: FIXED_CLOCK) as twin:
+    async with FakeUpstream(clock=proxy.fake.clock) as twin:  # the same frozen clock as the proxied fake
         for _ in proxy.accounts:
             twin.add_account()
         direct_headers = {**{k: v for k, v in headers.items() if k != "content-encoding"},
