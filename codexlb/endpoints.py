@@ -34,6 +34,8 @@ class Adapter:
 
     upstream_path = "/codex/responses"
     method = "POST"
+    streams_upstream = True
+    """The upstream answers with an SSE stream, so the first-byte limits apply."""
 
     def prepare(self, flow: Flow) -> None:
         """Shape ``flow.request.payload`` for the upstream."""
@@ -52,6 +54,7 @@ class CompactAdapter(Adapter):
     """``POST /backend-api/codex/responses/compact`` (Codex's remote compaction): JSON in, JSON out."""
 
     upstream_path = "/codex/responses/compact"
+    streams_upstream = False
 
 
 class ModelsAdapter(Adapter):
@@ -59,6 +62,7 @@ class ModelsAdapter(Adapter):
 
     upstream_path = "/codex/models"
     method = "GET"
+    streams_upstream = False
 
     def __init__(self, openai: bool) -> None:
         self.openai = openai

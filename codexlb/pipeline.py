@@ -8,6 +8,7 @@ stream is tapped for usage and rate limits and wrapped by plugins.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import math
@@ -15,7 +16,7 @@ import time
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
-from codexlb.endpoints import adapter_for
+from codexlb.endpoints import Adapter, adapter_for
 from codexlb.errors import (
     BadRequest,
     FlowError,
@@ -26,7 +27,7 @@ from codexlb.errors import (
 )
 from codexlb.flow import Attempt, Flow, ProxyResponse
 from codexlb.pool import LIMITED
-from codexlb.streaming import Tap, guard, peek_first_event
+from codexlb.streaming import Deadline, Tap, guard, peek_first_event
 from codexlb.types import Account, AccountStatus
 
 if TYPE_CHECKING:
@@ -83,7 +84,7 @@ class Pipeline:
         adapter = adapter_for(flow)
         flow.upstream_method, flow.upstream_path = adapter.method, adapter.upstream_path
         adapter.prepare(flow)
-        response = await self._route(flow)
+        response = await self._route(flow, adapter)
         if response.status != 200:
             return response
         stream = None
@@ -124,11 +125,23 @@ class Pipeline:
 
     # -- routing -------------------------------------------------------------------------
 
-    async def _route(self, flow: Flow) -> ProxyResponse:
-        pool, tokens = self.app.pool, self.app.tokens
+    async def _route(self, flow: Flow, adapter: Adapter) -> ProxyResponse:
+        pool, tokens, settings = self.app.pool, self.app.tokens, self.app.settings
         refreshed: set[str] = set()
         last_error: UpstreamError | None = None
+        loop = asyncio.get_running_loop()
+        overall = None
+        if adapter.streams_upstream:
+            total = settings.upstream_first_byte_total_seconds
+            overall = Deadline(loop.time() + total, total, "CODEX_LB_UPSTREAM_FIRST_BYTE_TOTAL_SECONDS")
         while len(flow.attempts) < self.max_attempts:
+            deadline = None
+            if overall is not None:
+                now = loop.time()
+                if now >= overall.at:
+                    last_error = last_error or overall.error()
+                    break
+                deadline = self._deadline(overall, now)
             candidates = pool.usable(exclude=[a.account_id for a in flow.attempts])
             if not candidates:
                 break
@@ -137,7 +150,7 @@ class Pipeline:
                 break
             flow.account = account
             try:
-                response = await self._attempt(flow, account)
+                response = await self._attempt(flow, account, deadline)
             except UpstreamError as exc:
                 if exc.upstream_status == 401 and account.id not in refreshed:
                     refreshed.add(account.id)
@@ -158,14 +171,31 @@ class Pipeline:
             return response
         raise self._no_account(last_error)
 
-    async def _attempt(self, flow: Flow, account: Account) -> ProxyResponse:
-        response = await self.hooks.send_upstream(flow, account)
+    def _deadline(self, overall: Deadline, now: float) -> Deadline:
+        """This attempt's first-byte deadline: its own limit, or the request's if that comes first."""
+        seconds = self.app.settings.upstream_first_byte_timeout_seconds
+        if now + seconds < overall.at:
+            return Deadline(now + seconds, seconds, "CODEX_LB_UPSTREAM_FIRST_BYTE_TIMEOUT_SECONDS")
+        return overall
+
+    async def _attempt(self, flow: Flow, account: Account, deadline: Deadline | None) -> ProxyResponse:
+        """One account's try: bounded by ``deadline`` until its answer starts (streamed endpoints)."""
+        if deadline is None:
+            response = await self.hooks.send_upstream(flow, account)
+        else:
+            try:
+                async with asyncio.timeout_at(deadline.at) as scope:
+                    response = await self.hooks.send_upstream(flow, account)
+            except TimeoutError:
+                if not scope.expired():
+                    raise
+                raise deadline.error() from None
         if response is None:
             raise FlowError("no plugin sent the request upstream", status=500, code="no_upstream")
         if response.status == 200 and response.streaming:
             tap = Tap(flow, account, self.app)
             flow.stash[Tap.KEY] = tap
-            response.body = await peek_first_event(tap, response.body)  # type: ignore[arg-type]
+            response.body = await peek_first_event(tap, response.body, deadline)  # type: ignore[arg-type]
         return response
 
     def _penalise(self, account: Account, exc: UpstreamError) -> None:

@@ -79,6 +79,11 @@ class Settings:
                                                       min=0.001)
     stream_idle_timeout_seconds: float = setting(300.0, "longest silence on a stream before it ends",
                                                  min=0.001)
+    upstream_first_byte_timeout_seconds: float = setting(
+        30.0, "per attempt: longest wait for a streamed answer's first event before the next account is tried",
+        min=0.001)
+    upstream_first_byte_total_seconds: float = setting(
+        90.0, "per request: longest wait for a streamed answer to start, over all attempts", min=0.001)
     # -- OAuth and token refresh ---------------------------------------------------------
     auth_base_url: str = setting("https://auth.openai.com", "OpenAI auth service", kind="url")
     oauth_client_id: str = setting("app_EMoamEEZ73f0CkXaXp7hrann", "OAuth client id")

@@ -6,6 +6,7 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from codexlb import ratelimits
@@ -13,7 +14,12 @@ from codexlb.errors import FlowError, UpstreamError
 from codexlb.flow import Flow, StashKey
 from codexlb.sse import TERMINAL_TYPES, SSEEvent, SSEEventTooLarge, SSEScanner
 from codexlb.sse_frames import usage_from_completed
-from codexlb.upstream_errors import classify_event
+from codexlb.upstream_errors import (
+    broken_before_first_event,
+    classify_event,
+    first_byte_timeout,
+    silent_before_first_event,
+)
 
 if TYPE_CHECKING:
     from codexlb.app import CodexLB
@@ -103,59 +109,142 @@ class Tap:
                                 phase="stream", retryable=False)
 
 
-async def peek_first_event(tap: Tap, body: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
-    """Hold the stream until its first real event; fail over if that event is a retryable failure.
+@dataclass(frozen=True, slots=True)
+class Deadline:
+    """When an attempt's answer must have started (event-loop time), and the limit that says so."""
+
+    at: float
+    seconds: float
+    setting: str
+
+    def error(self) -> UpstreamError:
+        return first_byte_timeout(self.seconds, self.setting)
+
+
+async def peek_first_event(tap: Tap, body: AsyncIterator[bytes],
+                           deadline: Deadline | None = None) -> AsyncIterator[bytes]:
+    """Hold the stream until its first real event; fail over while nothing has reached the client.
 
     ``codex.*``, ``response.created`` and ``response.in_progress`` are held until the first
     output or terminal event, so an overload reported right after ``response.created`` fails over.
-    Every event read here goes to ``tap``, which then continues with the same scanner. Returns a
-    stream that replays what was read, then continues with the rest.
+    Every wait for upstream bytes is bounded by ``STREAM_IDLE_TIMEOUT_SECONDS``. Until the stream shows an answer
+    event (anything but ``codex.*``) the waits are also bounded by ``deadline``; once it has,
+    reaching ``deadline`` passes the held events on instead (a long reasoning keeps its account).
+    A timeout, a broken stream or an end before the first output event raise a retryable
+    :class:`UpstreamError`. Every event read here goes to ``tap``, which then continues with the
+    same scanner. Returns a stream that replays what was read, then continues with the rest.
     """
-    scanner = SSEScanner(max(tap.app.settings.max_sse_event_bytes * 2, 1 << 20), types=PEEKED)
+    loop, settings = asyncio.get_running_loop(), tap.app.settings
+    idle = settings.stream_idle_timeout_seconds
+    scanner = SSEScanner(max(settings.max_sse_event_bytes * 2, 1 << 20), types=PEEKED)
     buffered: list[bytes] = []
-    size, decided = 0, False
+    size, answering, decided = 0, False, False
     iterator = body.__aiter__()
+    pending: asyncio.Task[bytes | None] | None = None
     try:
         while not decided and size < PEEK_LIMIT_BYTES:
-            try:
-                chunk = await iterator.__anext__()
-            except StopAsyncIteration:
-                break
+            idle_end = loop.time() + idle
+            if answering and deadline is not None and deadline.at < idle_end:
+                # Not a background task: held in ``pending`` and awaited or cancelled here or in _replay.
+                pending = asyncio.create_task(_next(iterator), name="upstream-read")  # noqa: TID251
+                await asyncio.wait((pending,), timeout=deadline.at - loop.time())
+                if not pending.done():
+                    break  # answering, slowly: pass on what is held and keep this account
+                read, pending = pending, None
+                chunk = _result(read)
+            elif deadline is not None and not answering and deadline.at < idle_end:
+                chunk = await _read(iterator, deadline.at, deadline.error)
+            else:
+                chunk = await _read(iterator, idle_end, lambda: silent_before_first_event(idle))
+            if chunk is None:
+                raise broken_before_first_event("ended")
             buffered.append(chunk)
             size += len(chunk)
             for event in _scan(scanner, chunk):
                 kind = event.type
-                if not decided and kind is not None and not kind.startswith("codex.") and kind not in HELD:
-                    decided = True
-                    if kind in ("response.failed", "error"):
-                        error = classify_event(event.json())
-                        if error is not None:
-                            raise error
+                if kind is not None and not kind.startswith("codex."):
+                    answering = True
+                    if not decided and kind not in HELD:
+                        decided = True
+                        if kind in ("response.failed", "error"):
+                            error = classify_event(event.json())
+                            if error is not None:
+                                raise error
                 tap.inspect(event)
     except FlowError:
+        await _drop(pending)
         await _close(iterator)
         raise
     except Exception as exc:
+        await _drop(pending)
         await _close(iterator)
-        raise UpstreamError(f"upstream stream failed before the first event: {type(exc).__name__}",
-                            code="upstream_stream_error", phase="first_event",
-                            cooldown_seconds=5.0) from exc
+        raise broken_before_first_event(f"failed ({type(exc).__name__})") from exc
     except BaseException:
+        await _drop(pending)
         await _close(iterator)
         raise
     tap.adopt(scanner, len(buffered))
-    return _replay(buffered, iterator)
+    return _replay(buffered, iterator, pending)
 
 
-async def _replay(buffered: list[bytes], rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+async def _next(iterator: AsyncIterator[bytes]) -> bytes | None:
+    try:
+        return await iterator.__anext__()
+    except StopAsyncIteration:
+        return None
+
+
+def _result(read: asyncio.Task[bytes | None]) -> bytes | None:
+    """A finished read's chunk; a failure of the upstream stream becomes a retryable error."""
+    try:
+        return read.result()
+    except Exception as exc:
+        raise broken_before_first_event(f"failed ({type(exc).__name__})") from exc
+
+
+async def _read(iterator: AsyncIterator[bytes], end: float,
+                on_timeout: Callable[[], UpstreamError]) -> bytes | None:
+    """The next chunk (``None`` at the end), waiting until event-loop time ``end`` at most."""
+    try:
+        async with asyncio.timeout_at(end) as scope:
+            return await iterator.__anext__()
+    except StopAsyncIteration:
+        return None
+    except TimeoutError as exc:
+        if scope.expired():
+            raise on_timeout() from None
+        raise broken_before_first_event(f"failed ({type(exc).__name__})") from exc
+    except Exception as exc:
+        raise broken_before_first_event(f"failed ({type(exc).__name__})") from exc
+
+
+async def _replay(buffered: list[bytes], rest: AsyncIterator[bytes],
+                  pending: asyncio.Task[bytes | None] | None = None) -> AsyncIterator[bytes]:
     try:
         for chunk in buffered:
             yield chunk
         buffered.clear()
+        if pending is not None:
+            first = await pending
+            if first is None:
+                return
+            yield first
         async for chunk in rest:
             yield chunk
     finally:
+        await _drop(pending)
         await _close(rest)
+
+
+async def _drop(pending: asyncio.Task[bytes | None] | None) -> None:
+    """Cancel a read still under way (so the stream can be closed) and consume its outcome."""
+    if pending is None:
+        return
+    if not pending.done():
+        pending.cancel()
+        await asyncio.wait((pending,))
+    if not pending.cancelled():
+        pending.exception()
 
 
 async def _close(iterator: AsyncIterator[bytes]) -> None:

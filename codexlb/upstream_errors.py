@@ -120,3 +120,23 @@ def classify_event(payload: Mapping[str, Any], now: float | None = None) -> Upst
     wait = retry_after(message) or TRANSIENT_COOLDOWN_SECONDS
     return UpstreamError(message, status=502, code=code, phase="first_event", cooldown_seconds=wait,
                          upstream_status=200)
+
+
+def first_byte_timeout(seconds: float, setting: str) -> UpstreamError:
+    """The upstream showed no answer event in time (nothing reached the client: fail over)."""
+    return UpstreamError(f"upstream did not start answering within {seconds:g} s ({setting})", status=504,
+                         code="upstream_first_byte_timeout", phase="first_event",
+                         cooldown_seconds=SHORT_COOLDOWN_SECONDS)
+
+
+def silent_before_first_event(seconds: float) -> UpstreamError:
+    """The stream went silent before its first output event (nothing reached the client: fail over)."""
+    return UpstreamError(f"upstream sent nothing for {seconds:g} s before its first output event "
+                         "(CODEX_LB_STREAM_IDLE_TIMEOUT_SECONDS)", status=504, code="stream_idle_timeout",
+                         phase="first_event", cooldown_seconds=SHORT_COOLDOWN_SECONDS)
+
+
+def broken_before_first_event(reason: str) -> UpstreamError:
+    """The stream broke or ended before its first output event (nothing reached the client: fail over)."""
+    return UpstreamError(f"upstream stream {reason} before the first output event", code="upstream_stream_error",
+                         phase="first_event", cooldown_seconds=TRANSIENT_COOLDOWN_SECONDS)

@@ -3,16 +3,18 @@
 Hooks: ``startup``/``shutdown`` (one shared ``aiohttp.ClientSession``), ``send_upstream``.
 It talks aiohttp directly: the httpx layer over the aiohttp transport measured ~0.37 ms CPU per
 streamed request inside the full pipeline (``bench/RESULTS.md``), above design.md's 0.15 ms bar.
-The client's ``Authorization`` is replaced by the account's token and
-``chatgpt-account-id`` is set; Codex's own headers (``session-id``, ``originator``,
-``x-codex-*``, ...) pass through; hop-by-hop headers are dropped. Failures are classified by
-:mod:`codexlb.upstream_errors` so the core can fail over.
+Only the client headers the backend uses pass through (:data:`FORWARD_REQUEST` and the
+``x-codex-*`` / ``x-openai-*`` families: what the captured Codex requests send); everything else
+(the client's credentials, cookies, forwarding headers, SDK fingerprints, unknown headers) stays
+here. ``authorization`` is the account's token and ``chatgpt-account-id`` its id. Failures are
+classified by :mod:`codexlb.upstream_errors` so the core can fail over.
 
 Settings table ``[plugins.upstream]``:
 - ``max_connections`` (int, default 1000): connection pool size towards the upstream.
 - ``error_body_bytes`` (int, default 65536): how much of an error answer is read.
 Core settings used: ``UPSTREAM_BASE_URL``, ``UPSTREAM_CONNECT_TIMEOUT_SECONDS``, and
-``STREAM_IDLE_TIMEOUT_SECONDS`` as the longest wait for the response head.
+``STREAM_IDLE_TIMEOUT_SECONDS`` as the longest wait for the response head and for each read of a
+non-streamed body (the core bounds streamed answers).
 """
 
 from __future__ import annotations
@@ -32,12 +34,12 @@ if TYPE_CHECKING:
     from codexlb.settings import Settings
     from codexlb.types import Account
 
-DROP_REQUEST = frozenset({
-    "host", "connection", "keep-alive", "proxy-authorization", "proxy-connection", "te", "trailer",
-    "transfer-encoding", "upgrade", "content-length", "content-encoding", "authorization",
-    "chatgpt-account-id", "accept-encoding", "cookie", "forwarded", "x-forwarded-for",
-    "x-forwarded-proto", "x-forwarded-host", "x-real-ip", "expect",
+FORWARD_REQUEST = frozenset({
+    "accept", "user-agent", "originator", "version", "openai-beta",
+    "session-id", "thread-id", "session_id", "conversation_id", "x-client-request-id",
 })
+"""Client headers sent upstream (besides the prefixes below); older Codex spells the ids with ``_``."""
+FORWARD_PREFIXES = ("x-codex-", "x-openai-")
 DROP_RESPONSE = frozenset({
     "connection", "keep-alive", "transfer-encoding", "content-length", "content-encoding", "set-cookie",
     "date", "server", "alt-svc", "proxy-authenticate", "trailer", "upgrade",
@@ -45,8 +47,11 @@ DROP_RESPONSE = frozenset({
 
 
 def forward_headers(headers: Mapping[str, str], token: str, chatgpt_account_id: str | None) -> dict[str, str]:
-    """Request headers for the upstream: the client's minus hop-by-hop ones, with our credentials."""
-    out = {k: v for k, v in headers.items() if k not in DROP_REQUEST}
+    """Request headers for the upstream: the allowlisted ones of the client's, with our credentials.
+
+    :param headers: the client's headers, names lower-cased.
+    """
+    out = {k: v for k, v in headers.items() if k in FORWARD_REQUEST or k.startswith(FORWARD_PREFIXES)}
     out["authorization"] = f"Bearer {token}"
     if chatgpt_account_id:
         out["chatgpt-account-id"] = chatgpt_account_id
@@ -119,18 +124,40 @@ class Upstream:
                 raise error
             return ProxyResponse(response.status, out_headers, body)
         if "text/event-stream" not in lowered.get("content-type", ""):
-            return ProxyResponse(200, out_headers, await self._read_bounded(response, 64 << 20))
+            return ProxyResponse(200, out_headers, await self._read_bounded(response, 64 << 20, whole=True))
         return ProxyResponse(200, out_headers, self._stream(response))
 
-    async def _read_bounded(self, response: aiohttp.ClientResponse, limit: int | None = None) -> bytes:
+    async def _read_bounded(self, response: aiohttp.ClientResponse, limit: int | None = None, *,
+                            whole: bool = False) -> bytes:
+        """Up to ``limit`` bytes of a body, each wait bounded by the idle timeout.
+
+        ``whole``: the body is the answer, so a broken or silent one is an error (nothing has
+        reached the client, so the core may fail over); otherwise what arrived is returned.
+        """
         limit = limit or self.error_body_bytes
+        idle = self.settings.stream_idle_timeout_seconds
+        chunks: list[bytes] = []
+        size = 0
         try:
-            body = await response.content.read(limit)
-        except aiohttp.ClientError:
-            body = b""
+            while size < limit:
+                async with asyncio.timeout(idle):
+                    chunk = await response.content.read(limit - size)
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                size += len(chunk)
+        except TimeoutError:
+            if whole:
+                raise UpstreamError(f"upstream body stalled for {idle:g} s (CODEX_LB_STREAM_IDLE_TIMEOUT_SECONDS)",
+                                    status=504, code="stream_idle_timeout",
+                                    cooldown_seconds=TRANSIENT_COOLDOWN_SECONDS) from None
+        except aiohttp.ClientError as exc:
+            if whole:
+                raise UpstreamError(f"upstream body broke off ({type(exc).__name__})", code="upstream_stream_error",
+                                    cooldown_seconds=TRANSIENT_COOLDOWN_SECONDS) from None
         finally:
             response.close()
-        return body
+        return b"".join(chunks)
 
     async def _stream(self, response: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
         try:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import math
 import socket
 import struct
 from typing import TYPE_CHECKING, Any
@@ -38,7 +39,8 @@ if TYPE_CHECKING:
 
 UNSUPPORTED_FIELDS = ("max_output_tokens", "metadata", "prompt_cache_retention", "safety_identifier",
                       "temperature", "top_p", "truncation", "user")
-STREAM_FAULTS = {"drop_mid_stream", "oversized_event", "response_failed", "error_event"}
+STREAM_FAULTS = {"drop_mid_stream", "stall_mid_stream", "end_mid_stream", "oversized_event", "response_failed",
+                 "error_event"}
 STREAM_FAULT: web.RequestKey[Fault | None] = web.RequestKey("codexlb_fake_stream_fault", object)  # type: ignore[arg-type]
 
 
@@ -284,6 +286,16 @@ class FakeBackend:
         if fault is not None and fault.kind == "drop_mid_stream":
             await response.write(b"".join(frames[: fault.after_events]))
             return await self.reset(request)
+        if fault is not None and fault.kind in ("stall_mid_stream", "end_mid_stream"):
+            await response.write(b"".join(frames[: fault.after_events]))
+            if fault.kind == "end_mid_stream":
+                await response.write_eof()
+                return response
+            if math.isinf(fault.delay_s):
+                await self.up.closing.wait()
+                return await self.reset(request)
+            await asyncio.sleep(fault.delay_s)
+            frames = frames[fault.after_events:]
         if self.up.event_delay:
             for chunk in frames:
                 await response.write(chunk)

@@ -6,6 +6,7 @@ injected for. Constructors are class methods, e.g. ``Fault.usage_limit(resets_in
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -129,6 +130,17 @@ class Fault:
     def drop_mid_stream(cls, after_events: int = 3) -> Fault:
         """Send the first ``after_events`` SSE frames (a leading ``codex.rate_limits`` counts), then reset."""
         return cls("drop_mid_stream", after_events=after_events)
+
+    @classmethod
+    def stall_mid_stream(cls, after_events: int = 1, delay_s: float = math.inf) -> Fault:
+        """Send the first ``after_events`` SSE frames, go silent for ``delay_s`` seconds (forever: until the fake
+        stops), then send the rest."""
+        return cls("stall_mid_stream", after_events=after_events, delay_s=delay_s)
+
+    @classmethod
+    def end_mid_stream(cls, after_events: int = 1) -> Fault:
+        """Send the first ``after_events`` SSE frames, then end the body cleanly (no terminal event)."""
+        return cls("end_mid_stream", after_events=after_events)
 
     @classmethod
     def oversized_event(cls, size_bytes: int = 4 * 1024 * 1024) -> Fault:

@@ -13,7 +13,7 @@ import pytest
 from codexlb import ConfigError
 from codexlb.settings import Settings
 from codexlb.sse import SSEScanner
-from codexlb.testing.fake_upstream import FakeUpstream, Fault
+from codexlb.testing.fake_upstream import Fault
 from codexlb.testing.harness import proxy_server
 from plugins.sse_limit import (
     EventLimiter,
@@ -219,8 +219,9 @@ async def test_large_event_within_limit_passes(tmp_path: Path) -> None:
 
 
 async def test_idle_upstream_ends_stream(tmp_path: Path) -> None:
-    async with FakeUpstream(event_delay=0.5) as fake, \
-            proxy_server(tmp_path, fake=fake, pipeline=PIPELINE, stream_idle_timeout_seconds=0.3) as proxy:
+    """Silence after the first output event (the 4th frame) reached the client ends the stream."""
+    async with proxy_server(tmp_path, pipeline=PIPELINE, stream_idle_timeout_seconds=0.3) as proxy:
+        proxy.fake.inject(None, Fault.stall_mid_stream(after_events=4))
         r = await proxy.client.post(PATH, json=BODY)
         found = parse(r.content)
         assert found[-1]["type"] == "response.failed"
