@@ -20,6 +20,7 @@ non-streamed body (the core bounds streamed answers).
 from __future__ import annotations
 
 import asyncio
+import io
 from collections.abc import AsyncIterator, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -40,6 +41,8 @@ FORWARD_REQUEST = frozenset({
 })
 """Client headers sent upstream (besides the prefixes below); older Codex spells the ids with ``_``."""
 FORWARD_PREFIXES = ("x-codex-", "x-openai-")
+LARGE_BODY_BYTES = 1 << 20
+"""Request bodies above this are sent from a ``BytesIO`` in chunks (aiohttp warns about larger bytes)."""
 DROP_RESPONSE = frozenset({
     "connection", "keep-alive", "transfer-encoding", "content-length", "content-encoding", "set-cookie",
     "date", "server", "alt-svc", "proxy-authenticate", "trailer", "upgrade",
@@ -96,12 +99,14 @@ class Upstream:
         token = await app.tokens.access_token(account)
         url = app.settings.upstream_base_url.rstrip("/") + flow.upstream_path
         headers = forward_headers(flow.request.headers, token, account.chatgpt_account_id)
-        content = None
+        content: bytes | io.BytesIO | None = None
         if flow.upstream_method == "GET":
             query = flow.request.query or f"client_version={app.settings.model_registry_client_version}"
             url = f"{url}?{query}"
         else:
             content = flow.request.forward_body()
+            if len(content) > LARGE_BODY_BYTES:  # aiohttp writes bytes in one go: stream large ones
+                content = io.BytesIO(content)
             headers["content-type"] = "application/json"
         try:
             async with asyncio.timeout(app.settings.stream_idle_timeout_seconds):
