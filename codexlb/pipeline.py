@@ -2,8 +2,10 @@
 
 Request phase (admit → read body → decode → parse → transform) runs the plugins until one
 answers. Routing asks the strategies for an account and the upstream plugin for a response,
-failing over to the next account only before the first byte reaches the client. The response
-stream is tapped for usage and rate limits and wrapped by plugins.
+failing over to the next account only before the first byte reaches the client. On streamed
+routes each attempt must start answering within ``UPSTREAM_FIRST_BYTE_TIMEOUT_SECONDS`` and
+the request within ``UPSTREAM_FIRST_BYTE_TOTAL_SECONDS``. The response stream is tapped for
+usage and rate limits and wrapped by plugins.
 """
 
 from __future__ import annotations
