@@ -127,9 +127,10 @@ async def peek_first_event(tap: Tap, body: AsyncIterator[bytes],
 
     ``codex.*``, ``response.created`` and ``response.in_progress`` are held until the first
     output or terminal event, so an overload reported right after ``response.created`` fails over.
-    Every wait for upstream bytes is bounded by ``STREAM_IDLE_TIMEOUT_SECONDS``. Until the stream shows an answer
-    event (anything but ``codex.*``) the waits are also bounded by ``deadline``; once it has,
-    reaching ``deadline`` passes the held events on instead (a long reasoning keeps its account).
+    Every wait for upstream bytes is bounded by ``STREAM_IDLE_TIMEOUT_SECONDS``. Until the stream
+    shows an answer event (anything but ``codex.*``) the waits are also bounded by ``deadline``;
+    once it has, reaching ``deadline`` passes the held events on instead (a long reasoning keeps
+    its account).
     A timeout, a broken stream or an end before the first output event raise a retryable
     :class:`UpstreamError`. Every event read here goes to ``tap``, which then continues with the
     same scanner. Returns a stream that replays what was read, then continues with the rest.
