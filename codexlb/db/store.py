@@ -9,6 +9,7 @@ or the database write lock (SQLite ``BEGIN IMMEDIATE``) while the refresh runs.
 from __future__ import annotations
 
 import builtins
+import hashlib
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -32,6 +33,11 @@ USAGE_FIELDS = ("primary_used_percent", "primary_window_minutes", "primary_reset
 UPDATABLE_FIELDS = frozenset({"label", "email", "plan_type", "status", "status_reason", "priority",
                               "cooldown_until", "last_used_at", *USAGE_FIELDS})
 """Columns :meth:`AccountStore.update` accepts (never tokens: use ``save_tokens``)."""
+
+
+def default_label(chatgpt_account_id: str | None) -> str:
+    """``acct-<8 hex>`` derived from the ChatGPT account id: stable, and not the owner's email."""
+    return "acct-" + hashlib.sha256((chatgpt_account_id or uuid.uuid4().hex).encode()).hexdigest()[:8]
 
 
 class AmbiguousAccount(LookupError):
@@ -173,7 +179,7 @@ class AccountStore:
         """Store a login: update the account with this ``chatgpt_account_id``, or create one.
 
         A re-login of an account in ``reauth_required`` makes it ``active`` again; other statuses
-        (e.g. ``paused``) stay. ``label=None`` keeps the existing label (new accounts: the email).
+        (e.g. ``paused``) stay. ``label=None`` keeps the existing label (new accounts: :func:`default_label`).
 
         :returns: ``(account, created)``.
         """
@@ -188,7 +194,7 @@ class AccountStore:
                     created = row is None
                     if row is None:
                         row = AccountRow(id=uuid.uuid4().hex,
-                                         label=label or email or chatgpt_account_id or "",
+                                         label=label or default_label(chatgpt_account_id),
                                          status=AccountStatus.ACTIVE.value, priority=0, cooldown_until=0.0,
                                          created_at=now)
                         session.add(row)

@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from codexlb.db.crypto import load_cipher
 from codexlb.db.engine import make_engine, make_sessionmaker
 from codexlb.db.requestlog import insert_request_logs, recent_request_logs
-from codexlb.db.store import AccountStore, AmbiguousAccount, StoredAccount, TokenSet
+from codexlb.db.store import AccountStore, AmbiguousAccount, StoredAccount, TokenSet, default_label
 from codexlb.settings import Settings
 from codexlb.types import Account, AccountStatus, UsageWindow
 
@@ -26,7 +26,8 @@ async def _login(store: AccountStore, n: int = 1, **overrides: object) -> tuple[
 
 async def test_upsert_creates_then_updates_the_same_account(store: AccountStore) -> None:
     first, created = await _login(store)
-    assert created and len(first.id) == 32 and first.label == "user1@example.com"
+    assert created and len(first.id) == 32 and first.label == default_label("chatgpt-1")
+    assert first.label.startswith("acct-") and "@" not in first.label
     assert (first.status, first.access_token, first.refresh_token, first.id_token) == (
         AccountStatus.ACTIVE, "at-1", "rt-1", "idt-1")
     again, created = await _login(store, access_token="at-new", plan_type="pro", label="work")
