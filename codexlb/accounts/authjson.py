@@ -1,15 +1,21 @@
-"""Codex ``~/.codex/auth.json`` (protocol.md §7): read (snake_case or camelCase keys) and write."""
+"""Codex ``~/.codex/auth.json`` (protocol.md §7): read (snake_case or camelCase keys) and write.
+
+An import is checked as a whole before anything is stored (:func:`check_batch`): the CLI and the
+HTTP API import every document or none.
+"""
 
 from __future__ import annotations
 
 import json
 import os
 import re
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from codexlb.accounts.claims import decode_payload, expires_at, identity
 from codexlb.accounts.login import save_login
 from codexlb.accounts.oauth import OAuthTokens
 from codexlb.errors import CodexLBError
@@ -22,6 +28,14 @@ LAST_REFRESH_KEYS = ("last_refresh", "lastRefresh", "lastRefreshAt", "last_refre
 
 class AuthFileError(CodexLBError):
     """An auth.json document that cannot be imported or exported (the message names why)."""
+
+
+class AuthBatchError(AuthFileError):
+    """Some documents of an import are invalid; ``problems`` has one line per document (nothing stored)."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("; ".join(problems) + "; nothing was imported")
+        self.problems = problems
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,14 +79,47 @@ def parse_auth_json(data: Any) -> AuthFile:
     access = _pick(tokens, "access_token", "accessToken")
     refresh = _pick(tokens, "refresh_token", "refreshToken")
     id_token = _pick(tokens, "id_token", "idToken")
-    missing = [name for name, value in (("access_token", access), ("refresh_token", refresh)) if not value]
+    named = (("id_token", id_token), ("access_token", access), ("refresh_token", refresh))
+    missing = [name for name, value in named if not value]
     if missing:
         raise AuthFileError(f"tokens lack {' and '.join(missing)}")
-    if not all(isinstance(v, str) for v in (access, refresh)) or not isinstance(id_token, str | None):
+    if not all(isinstance(value, str) for _, value in named):
         raise AuthFileError("tokens must be strings")
     account_id = _pick(tokens, "account_id", "accountId")
+    _check_tokens(id_token, access, str(account_id) if account_id else None)
     return AuthFile(OAuthTokens(access, refresh, id_token), str(account_id) if account_id else None,
                     parse_timestamp(_pick(data, *LAST_REFRESH_KEYS)))
+
+
+def _check_tokens(id_token: str, access: str, account_id: str | None) -> None:
+    """Both tokens are JWTs (``header.payload.signature``, JSON payload) naming a ChatGPT account."""
+    for name, token in (("id_token", id_token), ("access_token", access)):
+        if not decode_payload(token):
+            raise AuthFileError(f"{name} is not a JWT (expected header.payload.signature with a JSON "
+                                "payload); copy the auth.json Codex wrote, unchanged")
+    if expires_at(access) is None:
+        raise AuthFileError("access_token has no exp (expiry) claim; copy the auth.json Codex wrote, unchanged")
+    if not (identity(id_token, access).chatgpt_account_id or account_id):
+        raise AuthFileError("the tokens name no ChatGPT account (no chatgpt_account_id claim, no "
+                            "tokens.account_id)")
+
+
+def check_batch(entries: Iterable[tuple[str, Callable[[], AuthFile]]]) -> list[AuthFile]:
+    """Read every entry (``(where, read)``); all of them, or :class:`AuthBatchError` naming each failure.
+
+    ``where`` prefixes the entry's message unless the message already starts with it (file paths).
+    """
+    parsed: list[AuthFile] = []
+    problems: list[str] = []
+    for where, read in entries:
+        try:
+            parsed.append(read())
+        except AuthFileError as exc:
+            text = str(exc)
+            problems.append(text if not where or text.startswith(where) else f"{where}: {text}")
+    if problems:
+        raise AuthBatchError(problems)
+    return parsed
 
 
 def load_auth_file(path: str | os.PathLike[str]) -> AuthFile:
@@ -118,9 +165,15 @@ def dump_auth_json(data: dict[str, Any]) -> str:
     return json.dumps(data, indent=2) + "\n"
 
 
-def write_auth_json(path: str | os.PathLike[str], data: dict[str, Any]) -> None:
-    """Write pretty-printed with mode 0600 (also when the file existed with a wider mode)."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+def write_auth_json(path: str | os.PathLike[str], data: dict[str, Any], *, overwrite: bool = False) -> None:
+    """Write pretty-printed with mode 0600 (also when the file existed with a wider mode).
+
+    Missing parent folders are created (mode 0700). An existing file is replaced only with
+    ``overwrite``; otherwise :class:`FileExistsError`.
+    """
+    Path(path).parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    flags = os.O_WRONLY | os.O_CREAT | (os.O_TRUNC if overwrite else os.O_EXCL)
+    fd = os.open(path, flags, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as handle:
         if os.name == "posix":
             os.fchmod(handle.fileno(), 0o600)

@@ -1,7 +1,7 @@
 """``codexlb accounts``: login (browser, ``--manual``, ``--device``), import, export, list, pause, resume, remove.
 
-Commands open the database themselves. A running server keeps its own copy of the accounts: for
-changes to reach it at once use the HTTP API (``/api/accounts``) or restart it.
+Commands open the database themselves; a running server reads account changes from it every few
+seconds (see :data:`DESCRIPTION`, shown by ``--help``).
 """
 
 from __future__ import annotations
@@ -14,14 +14,17 @@ import sys
 import time
 import webbrowser
 from collections.abc import Callable, Coroutine
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.exc import SQLAlchemyError
 
 from codexlb.accounts.authjson import (
+    AuthBatchError,
     AuthFileError,
     build_auth_json,
+    check_batch,
     dump_auth_json,
     import_auth,
     load_auth_file,
@@ -41,7 +44,10 @@ if TYPE_CHECKING:
 
 SHARED_LOGIN_NOTE = ("note: refresh tokens are single-use: once Codex refreshes this login, codexlb's copy is refused "
                      "(the account then needs `codexlb accounts login`), and the other way round")
-RUNNING_SERVER_NOTE = "(a running codexlb server sees this after a restart; PATCH /api/accounts/ID changes it live)"
+RUNNING_SERVER_NOTE = "(a running codexlb server picks this up within about 5 seconds)"
+DESCRIPTION = ("Manage the pooled ChatGPT accounts: login (browser, --manual or --device), import, export, list, "
+               "pause, resume, remove. Commands write to the database directly; a running server picks the "
+               "changes up within about 5 seconds (the HTTP API under /api/accounts changes it at once).")
 
 
 class CommandFailed(Exception):
@@ -51,7 +57,7 @@ class CommandFailed(Exception):
 def register(subparsers: Any) -> None:
     """Add ``accounts ...`` to the main parser."""
     parser = subparsers.add_parser("accounts", help="pooled accounts: login, import, export, list, pause, "
-                                   "resume, remove", description=__doc__)
+                                   "resume, remove", description=DESCRIPTION)
     cmds = parser.add_subparsers(dest="accounts_command", metavar="COMMAND", required=True)
 
     login = cmds.add_parser("login", help="add (or re-login) a ChatGPT account with OAuth")
@@ -71,7 +77,9 @@ def register(subparsers: Any) -> None:
 
     exp = cmds.add_parser("export", help="write an auth.json Codex can use (it contains the tokens)")
     exp.add_argument("account", metavar="ID", help="id, id prefix, label or email")
-    exp.add_argument("--output", "-o", help="file to write (mode 0600); default: stdout")
+    exp.add_argument("--output", "-o", help="file to write (mode 0600, missing folders are created); "
+                     "default: stdout")
+    exp.add_argument("--force", "-f", action="store_true", help="overwrite an existing --output file")
     exp.set_defaults(func=_command(_export))
 
     lst = cmds.add_parser("list", help="accounts with status, usage and last use")
@@ -183,20 +191,19 @@ async def _login_device(args: argparse.Namespace, settings: Settings, store: Acc
 async def _import(args: argparse.Namespace, settings: Settings) -> int:
     if args.label and len(args.paths) > 1:
         raise CommandFailed("--label needs exactly one PATH")
-    failed = 0
+    paths = [Path(raw).expanduser() for raw in args.paths]
+    paths = [path / "auth.json" if path.is_dir() else path for path in paths]
+    try:
+        parsed = check_batch((str(path), partial(load_auth_file, path)) for path in paths)
+    except AuthBatchError as exc:
+        for problem in exc.problems:
+            print(f"codexlb accounts import: {problem}", file=sys.stderr)
+        raise CommandFailed(f"{len(exc.problems)} of {len(paths)} file(s) invalid; nothing was imported") from None
     async with open_store(settings) as store:
-        for raw in args.paths:
-            path = Path(raw).expanduser()
-            path = path / "auth.json" if path.is_dir() else path
-            try:
-                account, created = await import_auth(store, load_auth_file(path), label=args.label)
-            except (AuthFileError, LoginError) as exc:
-                text = str(exc) if str(exc).startswith(str(path)) else f"{path}: {exc}"
-                print(f"codexlb accounts import: {text}", file=sys.stderr)
-                failed += 1
-                continue
+        for path, auth in zip(paths, parsed, strict=True):
+            account, created = await import_auth(store, auth, label=args.label)
             _out(f"{path}: {describe(account, created)}")
-    return 1 if failed else 0
+    return 0
 
 
 async def _export(args: argparse.Namespace, settings: Settings) -> int:
@@ -209,7 +216,9 @@ async def _export(args: argparse.Namespace, settings: Settings) -> int:
         return 0
     target = Path(args.output).expanduser()
     try:
-        write_auth_json(target, data)
+        write_auth_json(target, data, overwrite=args.force)
+    except FileExistsError:
+        raise CommandFailed(f"{target} exists; pass --force to overwrite it") from None
     except OSError as exc:
         raise CommandFailed(f"cannot write {target}: {exc.strerror or exc}") from None
     print(f"wrote auth.json of account {account.label} to {target} (mode 0600)", file=sys.stderr)

@@ -4,7 +4,8 @@
   starts the callback listener (``listening: false`` when its port is busy: then paste via ``complete``).
 - ``GET /api/accounts/oauth/status``: ``idle`` | ``pending`` | ``success`` (with the account) | ``error``.
 - ``POST /api/accounts/oauth/complete`` ``{"callback_url"}``: finish with the URL the browser ended on.
-- ``POST /api/accounts/import``: an auth.json document, or a list of them.
+- ``POST /api/accounts/import``: an auth.json document, or a list of them (all are checked first:
+  one invalid document imports none).
 - ``GET /api/accounts``, ``GET|PATCH|DELETE /api/accounts/<id>`` (PATCH: ``label``, ``priority``,
   ``status`` ``paused``/``active``).
 
@@ -17,11 +18,12 @@ import asyncio
 import contextlib
 import ipaddress
 import logging
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from quart import Blueprint, current_app, jsonify, request
 
-from codexlb.accounts.authjson import AuthFileError, import_auth, parse_auth_json
+from codexlb.accounts.authjson import AuthBatchError, check_batch, import_auth, parse_auth_json
 from codexlb.accounts.login import LoginSession
 from codexlb.accounts.oauth import LoginError
 from codexlb.accounts.views import account_summary
@@ -197,13 +199,11 @@ async def import_accounts() -> Any:
     store, lb = _store(), _lb()
     body = await _json_body()
     documents = body if isinstance(body, list) else [body]
-    parsed = []
-    for n, document in enumerate(documents):
-        try:
-            parsed.append(parse_auth_json(document))
-        except AuthFileError as exc:
-            where = f"item {n}: " if isinstance(body, list) else ""
-            raise ApiError(400, "invalid_auth_json", f"{where}{exc}; nothing was imported") from None
+    try:
+        parsed = check_batch((f"item {n}" if isinstance(body, list) else "", partial(parse_auth_json, document))
+                             for n, document in enumerate(documents))
+    except AuthBatchError as exc:
+        raise ApiError(400, "invalid_auth_json", str(exc)) from None
     out = []
     for auth in parsed:
         try:

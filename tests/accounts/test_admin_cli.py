@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 
 from codexlb.accounts.storage import open_store
@@ -65,12 +66,13 @@ async def test_remove_asks_first(fake: FakeUpstream, settings: Settings, cli) ->
     await add_accounts(settings, [fake.add_account(email="a@example.com"), fake.add_account(email="b@example.com")])
     stdin = ScriptedStdin()
     run = cli(settings, "accounts", "remove", "a@example.com", stdin=stdin)
-    await run.wait_for(r"Remove account a@example.com \(id \w{8}\) and its tokens\? \[y/N\]")
+    await run.wait_for(r"Remove account acct-\w{8} <a@example.com> \(id \w{8}\) and its tokens\? \[y/N\]")
     stdin.feed("n\n")
     assert await run.result() == 1 and "not removed" in run.err
     stdin.feed("yes\n")
     run = cli(settings, "accounts", "remove", "a@example.com")
-    assert await run.result() == 0 and "removed account a@example.com" in run.out
+    assert await run.result() == 0 and re.search(r"removed account acct-\w{8} \(a running codexlb server picks "
+                                                 r"this up within about 5 seconds\)", run.out)
     run = cli(settings, "accounts", "remove", "--yes", "b@example.com")
     assert await run.result() == 0
     assert await stored(settings) == []

@@ -112,8 +112,16 @@ async def test_import_one_or_many(proxy: ProxyHarness, caplog) -> None:
     assert [a["created"] for a in both.json()["data"]] == [False, True]
     assert {a.chatgpt_account_id for a in proxy.lb.pool.all()} == {"acct-one", "acct-two"}
     bad = await proxy.client.post("/api/accounts/import", json=[fake.add_account().auth_json(), {"tokens": {}}])
-    assert bad.status_code == 400 and "item 1: tokens lack access_token" in bad.json()["error"]["message"]
-    assert len(proxy.lb.pool.accounts) == 2
+    message = bad.json()["error"]["message"]
+    assert bad.status_code == 400 and "item 1: tokens lack id_token and access_token" in message
+    assert "item 0" not in message and message.endswith("nothing was imported")
+    assert len(proxy.lb.pool.accounts) == 2 and len(await proxy.lb.store.list()) == 2
+    garbage = fake.add_account().auth_json()
+    garbage["tokens"]["id_token"] = "abc"
+    refused = await proxy.client.post("/api/accounts/import", json=garbage)
+    assert refused.status_code == 400 and refused.json()["error"]["message"] == (
+        "id_token is not a JWT (expected header.payload.signature with a JSON payload); copy the auth.json "
+        "Codex wrote, unchanged; nothing was imported")
     not_json = await proxy.client.post("/api/accounts/import", content=b"{", headers={"content-type": "x"})
     assert not_json.status_code == 400 and not_json.json()["error"]["code"] == "invalid_json"
     assert_no_secrets(fake, first.text, both.text, bad.text, caplog=caplog)

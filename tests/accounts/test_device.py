@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -24,7 +25,7 @@ async def test_device_login_stores_the_account(fake: FakeUpstream, settings: Set
     await fake.wait_for_request(lambda r: r.path.endswith("/deviceauth/token"))  # polled while pending
     fake.approve_device(user_code)
     assert await run.result() == 0
-    assert "added account device@example.com (plan team" in run.out
+    assert re.search(r"added account acct-\w{8} <device@example.com> \(plan team", run.out)
     exchange = fake.requests_for("token")[-1]
     assert f"redirect_uri={fake.auth_base_url}/deviceauth/callback".replace(":", "%3A").replace("/", "%2F") \
         in exchange.body.decode()
