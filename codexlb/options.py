@@ -7,6 +7,7 @@ environment arrive as strings (``CODEX_LB_PLUGINS__X__Y=2``) and are accepted wh
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -25,7 +26,10 @@ class PluginOptions:
         unknown = sorted(set(config) - set(allowed))
         if unknown:
             known = ", ".join(allowed) if allowed else "none" + (f"; {hint}" if hint else "")
-            raise ConfigError(f"[plugins.{plugin}] unknown option(s) {', '.join(unknown)}; allowed: {known}")
+            close = sorted({m for key in unknown for m in difflib.get_close_matches(key, allowed, n=1)})
+            guess = f" (did you mean {', '.join(close)}?)" if close else ""
+            raise ConfigError(f"[plugins.{plugin}] unknown option(s) {', '.join(unknown)}{guess}; "
+                              f"allowed: {known}")
 
     def invalid(self, name: str, value: Any, allowed: str) -> ConfigError:
         """The error for a bad value of option ``name``."""

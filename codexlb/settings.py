@@ -10,6 +10,8 @@ from __future__ import annotations
 import difflib
 import ipaddress
 import os
+import re
+import tomllib
 from collections.abc import Mapping
 from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
@@ -28,6 +30,7 @@ DEFAULT_PLUGINS = (
     "upstream", "sse_limit", "log_db", "log_stdout",
 )
 SECRET_MARKERS = ("KEY", "TOKEN", "SECRET", "PASSWORD")
+TOKEN_SHAPES = re.compile(r"^(eyJ[\w-]+\.[\w-]+\.[\w-]*|sk-[\w-]{8,}|rt_[\w-]{8,})$")
 
 
 def _in_container() -> bool:
@@ -35,9 +38,9 @@ def _in_container() -> bool:
 
 
 def setting(default: Any, help: str, *, min: float | None = None, max: float | None = None,
-            kind: str | None = None, choices: tuple[str, ...] | None = None) -> Any:
-    """Declare one setting: its default, a one-line help text and its limits."""
-    meta = {"help": help, "min": min, "max": max, "kind": kind, "choices": choices}
+            kind: str | None = None, choices: tuple[str, ...] | None = None, secret: bool = False) -> Any:
+    """Declare one setting: its default, a one-line help text, its limits, and whether it is a secret."""
+    meta = {"help": help, "min": min, "max": max, "kind": kind, "choices": choices, "secret": secret}
     if isinstance(default, list | tuple):
         return field(default_factory=lambda: tuple(default), metadata=meta)
     return field(default=default, metadata=meta)
@@ -55,9 +58,11 @@ class Settings:
     allow_unrestricted_bind: bool = setting(
         False, "allow a non-loopback listen address without a firewall allowlist or API keys")
     api_keys: tuple[str, ...] = setting((), "client API keys (comma-separated); empty: none required",
-                                        kind="list")
+                                        kind="list", secret=True)
     proxy_max_attempts: int = setting(4, "accounts tried for one request before giving up", min=1, max=50)
     trace_hooks: bool = setting(False, "log every hook call with its duration (debugging)")
+    route_headers: bool = setting(
+        False, "add x-codexlb-account and x-codexlb-route (account label, routing reason) to answers")
     # -- database -------------------------------------------------------------------------
     database_url: str = setting("sqlite+aiosqlite:///~/.codex-lb/store.db",
                                 "SQLite (default) or postgresql+asyncpg://user:pass@host:5432/db",
@@ -158,18 +163,38 @@ SETTING_FIELDS = {f.name.upper(): f for f in fields(Settings) if f.name not in (
 
 
 def is_secret(name: str) -> bool:
-    """Whether a setting's value must be masked when shown."""
+    """Whether the setting or plugin option ``name`` holds a secret (its text values are masked).
+
+    Declared settings say so themselves (``secret=True``); for plugin options the name decides
+    (it contains KEY, TOKEN, SECRET or PASSWORD and is not a ``*_FILE`` path).
+    """
+    declared = SETTING_FIELDS.get(name.upper())
+    if declared is not None:
+        return bool(declared.metadata.get("secret"))
     return any(marker in name.upper() for marker in SECRET_MARKERS) and not name.upper().endswith("_FILE")
 
 
-def mask(name: str, value: Any) -> Any:
-    """The value as it may be shown to a person."""
-    if is_secret(name) and value:
+def _mask_text(secret: bool, text: str) -> str:
+    if secret or TOKEN_SHAPES.match(text.strip()):
         return "***"
-    if name.upper() == "DATABASE_URL" and isinstance(value, str) and "@" in value and ":" in value:
-        scheme, rest = value.split("://", 1)
-        creds, host = rest.rsplit("@", 1)
-        return f"{scheme}://{creds.split(':', 1)[0]}:***@{host}" if ":" in creds else value
+    scheme, sep, rest = text.partition("://")
+    creds, at, host = rest.rpartition("@")
+    if sep and at and ":" in creds:
+        return f"{scheme}://{creds.split(':', 1)[0]}:***@{host}"
+    return text
+
+
+def mask(name: str, value: Any) -> Any:
+    """The value as it may be shown to a person: secrets, token-like strings and URL passwords masked.
+
+    Numbers and booleans are never secrets and are shown as they are.
+    """
+    if isinstance(value, str):
+        return _mask_text(is_secret(name), value) if value else value
+    if isinstance(value, list | tuple):
+        return [mask(name, item) for item in value]
+    if isinstance(value, Mapping):
+        return {key: mask(name, item) for key, item in value.items()}
     return value
 
 
@@ -184,9 +209,10 @@ def load_settings(root: str | Path | None = None, environ: Mapping[str, str] | N
     root = Path(root or os.getcwd())
     environ = os.environ if environ is None else environ
     toml_file = Path(environ.get(PREFIX + "SETTINGS_FILE") or root / "settings.toml")
+    env = environ.get(PREFIX + "ENV") or "default"
+    _check_env(env, toml_file)
     dyn = Dynaconf(settings_files=[str(toml_file)] if toml_file.exists() else [], environments=True,
-                   env=environ.get(PREFIX + "ENV", "default"), loaders=[],
-                   merge_enabled=True)
+                   env=env, loaders=[], merge_enabled=True)
     sources: dict[str, str] = {}
     raw: dict[str, Any] = {}
     problems: list[str] = []
@@ -203,6 +229,24 @@ def load_settings(root: str | Path | None = None, environ: Mapping[str, str] | N
         if value is not None:
             raw[key.upper()], sources[key.upper()] = value, "command line"
     return _build(raw, sources, problems)
+
+
+def _check_env(env: str, toml_file: Path) -> None:
+    """Refuse a ``CODEX_LB_ENV`` that names no section of the settings file (``default`` always exists)."""
+    if env.lower() == "default":
+        return
+    if not toml_file.exists():
+        raise ConfigError(f"{PREFIX}ENV={env!r}: there is no settings file ({toml_file}) to take a [{env}] "
+                          f"section from; unset {PREFIX}ENV or create the file")
+    try:
+        sections = {name.lower() for name, value in tomllib.loads(toml_file.read_text(encoding="utf-8")).items()
+                    if isinstance(value, dict)}
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"{toml_file}: cannot read: {exc}") from None
+    if env.lower() not in sections:
+        known = ", ".join(f"[{name}]" for name in sorted(sections | {"default"}))
+        raise ConfigError(f"{PREFIX}ENV={env!r}: {toml_file.name} has no [{env}] section; sections: {known} "
+                          f"(unset {PREFIX}ENV for [default])")
 
 
 def _parse_env(text: str | None) -> Any:

@@ -36,10 +36,19 @@ def effective(settings: Settings) -> list[dict[str, Any]]:
     return rows
 
 
-def run_check(args: argparse.Namespace, settings: Settings) -> int:
+def check_plugins(settings: Settings) -> None:
+    """Load the enabled plugins and let each read its options, exactly as the server does at start.
+
+    Unknown plugins, misspelt option keys and bad option values raise :class:`ConfigError`.
+    """
+    from codexlb.hooks import Hooks
     from codexlb.plugin_loader import make_plugin_manager
 
-    make_plugin_manager(settings.pipeline_plugins)  # unknown plugins are a config error too
+    Hooks(make_plugin_manager(settings.pipeline_plugins)).configure(settings)
+
+
+def run_check(args: argparse.Namespace, settings: Settings) -> int:
+    check_plugins(settings)
     rows = effective(settings)
     if args.json:
         print(json.dumps({"valid": True, "settings": rows}, indent=2))

@@ -16,6 +16,13 @@ def test_unknown_keys_listed_with_the_allowed_ones() -> None:
         PluginOptions("demo", {"a": 1}, hint="use CODEX_LB_X")
 
 
+def test_unknown_key_names_the_close_match() -> None:
+    with pytest.raises(ConfigError) as info:
+        PluginOptions("demo", {"max_pin": 1}, ("max_pins", "weight_by_quota"))
+    assert str(info.value) == ("[plugins.demo] unknown option(s) max_pin (did you mean max_pins?); "
+                               "allowed: max_pins, weight_by_quota")
+
+
 def test_numbers() -> None:
     options = PluginOptions("demo", {"n": "3", "f": 2.5, "bad": 1.5, "low": -1}, ("n", "f", "bad", "low"))
     assert options.number("n", 1, low=0, integer=True) == 3
