@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
 import sys
 import textwrap
 from pathlib import Path
@@ -11,7 +14,7 @@ import pytest
 from codexlb import hookimpl
 from codexlb.errors import ConfigError, PluginError
 from codexlb.hooks import Hooks
-from codexlb.plugin_loader import make_plugin_manager, resolve
+from codexlb.plugin_loader import make_plugin_manager, resolve, shadowed_strategies
 from codexlb.testing import make_account, make_flow
 
 BASE = ["select_round_robin", "upstream"]
@@ -166,3 +169,54 @@ def test_builtin_names_match_modules() -> None:
     for name, target in BUILTIN.items():
         assert target.split(":")[0] == f"plugins.{name}"
     assert "plugins" in sys.modules
+
+
+STRATEGY = textwrap.dedent("""
+    from codexlb import hookimpl
+    class Pick:
+        @hookimpl
+        async def select_account(self, flow, candidates):
+            return None
+""")
+
+
+def run_codexlb(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """The installed ``codexlb`` command (not ``python -m``, which puts the cwd on sys.path itself)."""
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("CODEX_LB_") and k != "PYTHONPATH"}
+    return subprocess.run([str(Path(sys.executable).with_name("codexlb")), *args], cwd=cwd, env=environ,
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_module_attr_plugin_found_in_the_working_directory(tmp_path: Path) -> None:
+    (tmp_path / "cwd_strategy.py").write_text(STRATEGY)
+    (tmp_path / "settings.toml").write_text(
+        '[default.pipeline]\nplugins = ["cwd_strategy:Pick", "select_round_robin", "upstream"]\n')
+    result = run_codexlb(tmp_path, "plugins", "--json")
+    assert result.returncode == 0, result.stderr
+    listed = {p["name"]: p["hooks"] for p in json.loads(result.stdout)}
+    assert listed["cwd_strategy:Pick"] == ["select_account"]
+    assert "never asked" not in result.stderr
+
+
+def test_strategy_after_an_always_picking_builtin_warns_at_start(tmp_path: Path) -> None:
+    (tmp_path / "late_strategy.py").write_text(STRATEGY)
+    (tmp_path / "settings.toml").write_text(
+        '[default.pipeline]\nplugins = ["select_sticky", "select_least_used", "late_strategy:Pick", "upstream"]\n')
+    result = run_codexlb(tmp_path, "check-config")
+    assert result.returncode == 0, result.stderr
+    assert ("plugin 'late_strategy:Pick' is never asked to select an account: select_least_used, called before "
+            "it, always picks one") in result.stderr
+
+
+def test_shadowed_strategies(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                             caplog: pytest.LogCaptureFixture) -> None:
+    (tmp_path / "shadow_strategy.py").write_text(STRATEGY)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    mine = "shadow_strategy:Pick"
+    # listed first: asked first; after round robin (trylast): still asked before it
+    assert shadowed_strategies(make_plugin_manager([mine, "select_least_used", "upstream"])) == []
+    assert shadowed_strategies(make_plugin_manager(["select_round_robin", mine, "upstream"])) == []
+    assert caplog.records == []
+    late = make_plugin_manager(["select_sticky", "select_least_used", mine, "select_round_robin", "upstream"])
+    assert shadowed_strategies(late) == [(mine, "select_least_used")]
+    assert [r.levelname for r in caplog.records] == ["WARNING"]
