@@ -36,7 +36,7 @@ def make_settings(tmp_path: Path, *, fake: FakeUpstream | None = None, **overrid
         "database_url": f"sqlite+aiosqlite:///{tmp_path / 'data' / 'store.db'}",
         "encryption_key_file": str(tmp_path / "data" / "encryption.key"),
         "usage_refresh_enabled": False, "model_registry_enabled": False,
-        "port": 0,
+        "port": 0, "route_headers": True,
     }
     if fake is not None:
         values.update(upstream_base_url=fake.base_url, auth_base_url=fake.auth_base_url)

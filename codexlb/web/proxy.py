@@ -91,9 +91,9 @@ def to_quart(lb: CodexLB, flow: Flow, result: ProxyResponse) -> Response:
     """Turn the pipeline's answer into a Quart response; ``flow_done`` runs after the last byte."""
     flow.status = result.status
     headers = list(result.headers)
-    if flow.account is not None:
+    if flow.account is not None and lb.settings.route_headers:
         headers.append(("x-codexlb-account", flow.account.label))
-    if flow.route:
+    if flow.route and lb.settings.route_headers:
         headers.append(("x-codexlb-route", flow.route))
     if isinstance(result.body, bytes):
         flow.first_byte_at = flow.first_byte_at or time.time()
@@ -130,8 +130,8 @@ async def handle_models(endpoint: str) -> Response:
         if live.status_code < 500:
             return live
         cached = registry.codex_response(client_version, if_none_match)
-        return Response(cached.body, status=cached.status,
-                        headers=Headers([*cached.headers, ("x-codexlb-route", "model_registry:fallback")]))
+        route = [("x-codexlb-route", "model_registry:fallback")] if lb.settings.route_headers else []
+        return Response(cached.body, status=cached.status, headers=Headers([*cached.headers, *route]))
     flow = make_flow(endpoint)
     result = await lb.pipeline.admit(flow)
     if result is None:
