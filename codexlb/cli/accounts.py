@@ -65,7 +65,7 @@ def register(subparsers: Any) -> None:
     mode.add_argument("--manual", action="store_true",
                       help="no callback listener: paste the URL the browser ends on (remote servers)")
     mode.add_argument("--device", action="store_true", help="device-code login: enter a code on another device")
-    login.add_argument("--label", help="name shown in lists (default: the email)")
+    login.add_argument("--label", help="name shown in lists (default: acct- and a short hash of the account id)")
     login.add_argument("--timeout", type=float, help="seconds to wait for the browser (CODEX_LB_OAUTH_TIMEOUT_SECONDS)")
     login.add_argument("--no-browser", action="store_true", help="only print the URL")
     login.set_defaults(func=_command(_login))

@@ -16,7 +16,6 @@ from codexlb.testing.fake_upstream import FakeAccount, FakeUpstream
 from codexlb.testing.jwt import make_jwt
 from tests.accounts.conftest import add_accounts, assert_no_secrets, stored
 
-
 JWT = make_jwt({"exp": 2, "https://api.openai.com/auth": {"chatgpt_account_id": "acct-jwt"}})
 
 
