@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from quart import Quart
 
+from codexlb.bindcheck import check_bind
 from codexlb.hooks import Hooks
 from codexlb.jobs import ModelRegistry, Scheduler  # background jobs (issue 6)
 from codexlb.pipeline import Pipeline
@@ -56,10 +57,12 @@ class CodexLB:
     async def start(self) -> None:
         """Open the database (migrating as configured), load accounts, start plugins and jobs.
 
-        Raises :class:`codexlb.ConfigError` (exit 2) or ``MigrationFailed`` (exit 1).
+        Raises :class:`codexlb.ConfigError` (exit 2) for an unsafe bind (before anything is
+        opened) or ``MigrationFailed`` (exit 1).
         """
         if self.started:
             return
+        check_bind(self.settings, self.pm)
         from codexlb.db.crypto import load_cipher
         from codexlb.db.engine import make_engine, make_sessionmaker
         from codexlb.db.migrate import prepare_database
@@ -133,7 +136,7 @@ class CodexLB:
 
 def create_app(settings: Settings | None = None, *, plugins: Iterable[object] = ()) -> Quart:
     """Build the Quart app; ``plugins`` are extra plugin objects, called before the listed ones."""
-    from codexlb.web import admin, api, compat, jobs_api, proxy
+    from codexlb.web import admin, admission, api, compat, jobs_api, proxy
 
     settings = settings or load_settings()
     lb = CodexLB(settings, plugins)
@@ -145,6 +148,7 @@ def create_app(settings: Settings | None = None, *, plugins: Iterable[object] = 
     for blueprint in (proxy.blueprint, compat.blueprint, admin.blueprint, api.blueprint,
                       jobs_api.blueprint, *lb.hooks.register_routes()):  # jobs_api: issue 6 (after proxy)
         app.register_blueprint(blueprint)
+    admission.install(app)  # every route: client admission, the admin guard, or public
     admin.install_error_handlers(app)
 
     @app.while_serving  # type: ignore[type-var]

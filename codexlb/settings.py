@@ -59,6 +59,9 @@ class Settings:
         False, "allow a non-loopback listen address without a firewall allowlist or API keys")
     api_keys: tuple[str, ...] = setting((), "client API keys (comma-separated); empty: none required",
                                         kind="list", secret=True)
+    admin_allowed_hosts: tuple[str, ...] = setting(
+        (), "Host names the /api admin routes answer besides localhost and loopback addresses "
+        "(comma-separated)", kind="hostnames")
     proxy_max_attempts: int = setting(4, "accounts tried for one request before giving up", min=1, max=50)
     trace_hooks: bool = setting(False, "log every hook call with its duration (debugging)")
     route_headers: bool = setting(
@@ -313,6 +316,7 @@ def _build(raw: dict[str, Any], sources: dict[str, str], problems: list[str]) ->
 
 
 _TRUE, _FALSE = {"true", "1", "yes", "on"}, {"false", "0", "no", "off"}
+_HOSTNAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?")
 
 
 def _convert(f: Any, value: Any) -> Any:  # noqa: C901 - one branch per type is clearest
@@ -346,6 +350,12 @@ def _convert(f: Any, value: Any) -> Any:  # noqa: C901 - one branch per type is 
                 except ValueError:
                     raise ValueError(f"{item!r} is not a CIDR; allowed: comma-separated CIDRs "
                                      "such as 10.0.0.0/8,::1/128") from None
+        if kind == "hostnames":
+            for item in items:
+                if not _HOSTNAME.fullmatch(item):
+                    raise ValueError(f"{item!r} is not a host name; allowed: names such as "
+                                     "codexlb.internal, without scheme, port or path")
+            return tuple(item.lower() for item in items)
         return tuple(items)
     if not isinstance(value, str | int | float) or isinstance(value, bool):
         raise ValueError("allowed: a string")

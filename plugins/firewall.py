@@ -5,8 +5,12 @@ Hooks: ``configure``, ``admit_request`` (``tryfirst``; fails closed: any excepti
 Client IP: the socket peer (``flow.request.peer_ip``). When ``FIREWALL_TRUST_PROXY_HEADERS``
 is true and the peer is inside ``FIREWALL_TRUSTED_PROXY_CIDRS``, it is the right-most
 ``X-Forwarded-For`` address that is not itself a trusted proxy, so a client cannot spoof it by
-prepending addresses. An unparseable hop where the client should be makes the client
-``"unknown"`` (matched by no allowlist). The result is stored in ``flow.request.client_ip``.
+prepending addresses. Repeated header lines count as one list (read by :mod:`codexlb.forwarding`).
+An unparseable hop where the client should be makes the client ``"unknown"`` (matched by no
+allowlist). The result is stored in ``flow.request.client_ip``.
+
+``enforces_admission`` tells the start-up bind check what is enforced: ``"api_keys"`` when keys are
+set, ``"client_networks"`` when ``allow`` is non-empty.
 
 Client API keys: when ``API_KEYS`` is non-empty, every proxied request needs
 ``Authorization: Bearer <key>`` or ``x-api-key: <key>`` matching one of them (constant-time
@@ -24,13 +28,13 @@ Core settings used: ``FIREWALL_TRUST_PROXY_HEADERS``, ``FIREWALL_TRUSTED_PROXY_C
 
 from __future__ import annotations
 
-import functools
 import hmac
 import ipaddress
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from codexlb import ConfigError, Flow, ProxyResponse, hookimpl
+from codexlb.forwarding import forwarded_for_chain, join_lines, parse_node, split_list
 from codexlb.options import PluginOptions
 
 if TYPE_CHECKING:
@@ -41,29 +45,8 @@ IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 UNKNOWN = "unknown"
 
 
-@functools.lru_cache(maxsize=4096)
-def parse_ip(text: str) -> IPAddress | None:
-    """An address from a header hop: ``1.2.3.4``, ``1.2.3.4:80``, ``[::1]:80``, ``"::1"``; else None.
-
-    IPv4-mapped IPv6 (``::ffff:10.0.0.1``) becomes the IPv4 address.
-    """
-    text = text.strip().strip('"').strip()
-    if not text or len(text) > 64:
-        return None
-    if text.startswith("["):
-        end = text.find("]")
-        if end < 0:
-            return None
-        text = text[1:end]
-    elif text.count(":") == 1:  # IPv4 with a port
-        text = text.split(":", 1)[0]
-    try:
-        address = ipaddress.ip_address(text)
-    except ValueError:
-        return None
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        return address.ipv4_mapped
-    return address
+parse_ip = parse_node
+"""An address from a header hop (see :func:`codexlb.forwarding.parse_node`)."""
 
 
 def parse_networks(values: Iterable[str], where: str) -> tuple[IPNetwork, ...]:
@@ -94,7 +77,7 @@ def resolve_client_ip(peer: str, forwarded_for: str | None, trusted: Sequence[IP
         return UNKNOWN
     if not trusted or not forwarded_for or not in_networks(peer_ip, trusted):
         return str(peer_ip)
-    hops = [hop for hop in forwarded_for.split(",") if hop.strip()]
+    hops = split_list([forwarded_for])
     if not hops:
         return str(peer_ip)
     for hop in reversed(hops):
@@ -123,6 +106,8 @@ class Firewall:
         self.allow: tuple[IPNetwork, ...] = ()
         self.trusted: tuple[IPNetwork, ...] | None = None
         self.keys: tuple[bytes, ...] = ()
+        self.enforces_admission: frozenset[str] = frozenset()
+        """What this plugin checks, for the start-up bind check (:mod:`codexlb.bindcheck`)."""
 
     @hookimpl
     def configure(self, config: Mapping[str, Any], settings: Settings) -> None:
@@ -131,11 +116,14 @@ class Firewall:
         trusted = parse_networks(settings.firewall_trusted_proxy_cidrs, "CODEX_LB_FIREWALL_TRUSTED_PROXY_CIDRS")
         self.trusted = trusted if settings.firewall_trust_proxy_headers else None
         self.keys = tuple(key.encode() for key in settings.api_keys if key)
+        self.enforces_admission = frozenset({*(["api_keys"] if self.keys else []),
+                                             *(["client_networks"] if self.allow else [])})
 
     @hookimpl(tryfirst=True)
     async def admit_request(self, flow: Flow) -> None:
         req = flow.request
-        req.client_ip = resolve_client_ip(req.peer_ip, req.headers.get("x-forwarded-for"), self.trusted)
+        chain = join_lines(forwarded_for_chain(req.headers))
+        req.client_ip = resolve_client_ip(req.peer_ip, chain, self.trusted)
         if self.allow:
             address = parse_ip(req.client_ip)
             if address is None or not in_networks(address, self.allow):

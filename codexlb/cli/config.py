@@ -7,6 +7,8 @@ import json
 from dataclasses import fields
 from typing import Any
 
+import pluggy
+
 from codexlb.settings import PREFIX, Settings, mask
 
 
@@ -36,7 +38,7 @@ def effective(settings: Settings) -> list[dict[str, Any]]:
     return rows
 
 
-def check_plugins(settings: Settings) -> None:
+def check_plugins(settings: Settings) -> pluggy.PluginManager:
     """Load the enabled plugins and let each read its options, exactly as the server does at start.
 
     Unknown plugins, misspelt option keys and bad option values raise :class:`ConfigError`.
@@ -44,11 +46,15 @@ def check_plugins(settings: Settings) -> None:
     from codexlb.hooks import Hooks
     from codexlb.plugin_loader import make_plugin_manager
 
-    Hooks(make_plugin_manager(settings.pipeline_plugins)).configure(settings)
+    pm = make_plugin_manager(settings.pipeline_plugins)
+    Hooks(pm).configure(settings)
+    return pm
 
 
 def run_check(args: argparse.Namespace, settings: Settings) -> int:
-    check_plugins(settings)
+    from codexlb.bindcheck import check_bind
+
+    check_bind(settings, check_plugins(settings))  # the same refusal (exit 2) and warnings as at start-up
     rows = effective(settings)
     if args.json:
         print(json.dumps({"valid": True, "settings": rows}, indent=2))

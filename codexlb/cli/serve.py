@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import ipaddress
 import logging
 import signal
 import sys
@@ -27,29 +26,6 @@ def register(sub: Any) -> None:
     fake.add_argument("--accounts", type=int, default=3, help="accounts created at start")
     fake.add_argument("--auth-dir", help="write one auth.json per account into this folder")
     fake.set_defaults(func=run_fake, needs_settings=False)
-
-
-def is_loopback(host: str) -> bool:
-    if host in ("localhost", ""):
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
-
-
-def check_bind(settings: Settings) -> None:
-    """Refuse a non-loopback listen address while the proxy is open to any client."""
-    if is_loopback(settings.host) or settings.allow_unrestricted_bind or settings.api_keys:
-        return
-    allow = settings.options_for("firewall").get("allow")
-    if "firewall" in settings.pipeline_plugins and allow:
-        return
-    raise ConfigError(
-        f"CODEX_LB_HOST: refusing to listen on {settings.host!r} while the proxy is open to any client. "
-        "Restrict it with a firewall allowlist ([plugins.firewall] allow = [\"10.0.0.0/8\"] in settings.toml "
-        "or CODEX_LB_PLUGINS__FIREWALL__ALLOW='[\"10.0.0.0/8\"]') or client keys (CODEX_LB_API_KEYS), "
-        "or opt out explicitly with CODEX_LB_ALLOW_UNRESTRICTED_BIND=true.")
 
 
 def hypercorn_config(settings: Settings) -> Any:
@@ -97,7 +73,7 @@ async def serve(settings: Settings) -> int:
 
 
 def run_serve(args: argparse.Namespace, settings: Settings) -> int:
-    check_bind(settings)
+    """Serve until SIGTERM/SIGINT; the bind safety check runs in ``CodexLB.start``."""
     try:
         import uvloop
     except ImportError:  # pragma: no cover - Windows

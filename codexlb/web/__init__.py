@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from quart import jsonify
+from quart import has_websocket_context, jsonify, request, websocket
+from quart.wrappers import BaseRequestWebsocket
 
 
 def json_error(status: int, code: str, message: str, *, kind: str | None = None,
@@ -12,3 +13,8 @@ def json_error(status: int, code: str, message: str, *, kind: str | None = None,
     """A Quart answer in OpenAI's ``{"error": {"message", "type", "code"}}`` shape."""
     kind = kind or ("invalid_request_error" if status < 500 else "server_error")
     return jsonify({"error": {"message": message, "type": kind, "code": code}}), status, headers or {}
+
+
+def current_request() -> BaseRequestWebsocket:
+    """The request being handled: an HTTP request, or a WebSocket handshake."""
+    return websocket if has_websocket_context() else request

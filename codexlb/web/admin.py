@@ -5,11 +5,11 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from quart import Blueprint, Quart, current_app, jsonify, request
+from quart import Blueprint, Quart, current_app, jsonify
 from werkzeug.exceptions import HTTPException
 
 from codexlb.app import lb_of
-from codexlb.web import json_error
+from codexlb.web import current_request, json_error
 
 blueprint = Blueprint("admin", __name__)
 log = logging.getLogger("codexlb.web")
@@ -43,7 +43,8 @@ def install_error_handlers(app: Quart) -> None:
                        f"{current_app.config['MAX_CONTENT_LENGTH']})")
         allowed = sorted(getattr(exc, "valid_methods", None) or ())
         if exc.code == 405 and allowed:
-            message = f"method {request.method} is not allowed on {request.path}; allowed: {', '.join(allowed)}"
+            current = current_request()
+            message = f"method {current.method} is not allowed on {current.path}; allowed: {', '.join(allowed)}"
             return json_error(405, code, message, headers={"allow": ", ".join(allowed)})
         return json_error(exc.code or 500, code, message)
 

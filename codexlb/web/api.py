@@ -1,4 +1,7 @@
-"""Admin HTTP API under ``/api`` (for a dashboard): accounts and OAuth login. Loopback clients only.
+"""Admin HTTP API under ``/api`` (for a dashboard): accounts and OAuth login.
+
+Every route is behind :mod:`codexlb.web.admin_guard` (this machine only, ``Host``/``Origin`` checked,
+``Content-Type: application/json`` for bodies), installed on the app by :mod:`codexlb.web.admission`.
 
 - ``POST /api/accounts/oauth/start`` ``{"label"?}``: a new browser login; returns the authorize URL and
   starts the callback listener (``listening: false`` when its port is busy: then paste via ``complete``).
@@ -16,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import logging
 from functools import partial
 from typing import TYPE_CHECKING, Any
@@ -57,43 +59,6 @@ async def _api_error(exc: ApiError) -> Any:
     return _error(exc.status, exc.code, exc.message)
 
 
-def is_loopback(host: str | None) -> bool:
-    if not host:
-        return False
-    try:
-        address = ipaddress.ip_address(host.split("%", 1)[0])
-    except ValueError:
-        return False
-    mapped = getattr(address, "ipv4_mapped", None)
-    return address.is_loopback or bool(mapped and mapped.is_loopback)
-
-
-def from_this_machine() -> bool:
-    """The peer is loopback, and so is every client a local reverse proxy says it forwards for.
-
-    A reverse proxy on the same host (nginx) connects from 127.0.0.1: its ``X-Forwarded-For`` /
-    ``X-Real-IP`` / ``Forwarded`` headers then tell whether the real client is remote.
-    """
-    client = request.scope.get("client")
-    if not is_loopback(str(client[0]) if client else None):
-        return False
-    hops = [part.strip() for part in request.headers.get("x-forwarded-for", "").split(",") if part.strip()]
-    hops += [request.headers["x-real-ip"].strip()] if request.headers.get("x-real-ip") else []
-    for element in request.headers.get("forwarded", "").replace(";", ",").split(","):
-        name, _, value = element.strip().partition("=")
-        if name.lower() == "for":
-            hops.append(value.strip().strip('"').removeprefix("[").split("]")[0])
-    return all(is_loopback(hop) for hop in hops)
-
-
-@blueprint.before_request
-async def _loopback_only() -> Any:
-    if not from_this_machine():
-        return _error(403, "forbidden", "the /api admin routes answer only clients on this machine "
-                      "(127.0.0.1 or ::1), not through a reverse proxy, for now")
-    return None
-
-
 def _lb() -> CodexLB:
     return lb_of(current_app)
 
@@ -106,7 +71,7 @@ def _store() -> AccountStore:
 
 
 async def _json_body(*, required: bool = True) -> Any:
-    data = await request.get_json(force=True, silent=True)
+    data = await request.get_json(silent=True)  # the guard already required application/json
     if data is None and required:
         raise ApiError(400, "invalid_json", "request body must be JSON")
     return data

@@ -6,7 +6,11 @@
 - ``GET /backend-api/wham/usage``: the pool's combined usage: used percent is the share of the
   pool's quota spent (over active accounts), ``reset_at`` the earliest reset.
 - ``GET /backend-api/codex/responses``: Codex tries a WebSocket first; 426 makes it fall back to
-  HTTP streaming.
+  HTTP streaming. The same answer goes to a plain GET and to a real WebSocket handshake (as an
+  HTTP answer instead of accepting the socket), until a WebSocket transport replaces
+  :func:`responses_websocket`.
+
+Like every client route, these are admitted first (:mod:`codexlb.web.admission`).
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ blueprint = Blueprint("compat", __name__)
 
 
 @blueprint.get("/backend-api/wham/accounts/check")
-async def accounts_check() -> Any:
+async def wham_accounts_check() -> Any:
     account_id = request.headers.get("chatgpt-account-id") or "codexlb-pool"
     lb = lb_of(current_app)
     plan = next((a.plan_type for a in lb.pool.all() if a.plan_type), "plus")
@@ -35,7 +39,7 @@ async def accounts_check() -> Any:
 
 
 @blueprint.get("/backend-api/wham/settings/user")
-async def settings_user() -> Any:
+async def wham_settings_user() -> Any:
     return jsonify({})
 
 
@@ -53,7 +57,7 @@ def _window(accounts: list[Account], which: str, now: float) -> dict[str, Any] |
 
 
 @blueprint.get("/backend-api/wham/usage")
-async def usage() -> Any:
+async def wham_usage() -> Any:
     lb = lb_of(current_app)
     now = time.time()
     active = [a for a in lb.pool.all() if a.status not in (AccountStatus.PAUSED, AccountStatus.DEACTIVATED,
@@ -71,8 +75,19 @@ async def usage() -> Any:
     })
 
 
-@blueprint.get("/backend-api/codex/responses")
-async def websocket_probe() -> Any:
+def _upgrade_required() -> Any:
     return json_error(426, "websocket_not_supported",
                       "codexlb serves responses over HTTP streaming; WebSocket is not supported",
                       headers={"upgrade": "websocket"})
+
+
+@blueprint.get("/backend-api/codex/responses")
+async def responses_websocket_probe() -> Any:
+    """A GET without a WebSocket handshake (HTTP/2, or a client that checks first)."""
+    return _upgrade_required()
+
+
+@blueprint.websocket("/backend-api/codex/responses")
+async def responses_websocket() -> Any:
+    """A WebSocket handshake: refused with the 426 answer, so Codex falls back to HTTP."""
+    return _upgrade_required()

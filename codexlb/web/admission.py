@@ -1,0 +1,91 @@
+"""One admission path for every route, installed on the app before any view runs.
+
+Each request (and WebSocket handshake) falls in one of three kinds, by path:
+
+- public: ``/healthz`` and ``/readyz``, answered to anyone;
+- admin: ``/api`` and below, behind :func:`codexlb.web.admin_guard.refusal` (this machine only,
+  ``Host``/``Origin`` checked, JSON bodies only);
+- client: every other route, including those plugins register. Its :class:`Flow` is built here and
+  ``admit_request`` runs before the view; a refusal is answered (and logged through ``flow_done``)
+  without calling the view. Views take the admitted flow with :func:`admitted_flow`.
+
+A request that matches no route (404, 405) is not admitted: the error handler answers it.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from quart import Quart, current_app, g
+
+from codexlb.app import lb_of
+from codexlb.flow import Flow, ProxyRequest
+from codexlb.forwarding import FORWARDING_HEADERS, join_lines
+from codexlb.web import current_request
+from codexlb.web.admin_guard import refusal
+from codexlb.web.respond import to_quart
+
+PUBLIC_PATHS = frozenset({"/healthz", "/readyz"})
+ADMIN_PREFIX = "/api"
+FLOW_KEY = "codexlb_flow"
+RouteKind = Literal["public", "admin", "client"]
+
+
+def route_kind(path: str) -> RouteKind:
+    """Which guard a path is behind."""
+    if path in PUBLIC_PATHS:
+        return "public"
+    if path == ADMIN_PREFIX or path.startswith(ADMIN_PREFIX + "/"):
+        return "admin"
+    return "client"
+
+
+def make_flow(endpoint: str) -> Flow:
+    """A flow for the current request or WebSocket handshake (body not read yet).
+
+    Header names are lower-cased, the last line of a repeated header wins, except forwarding
+    headers, whose repeated lines are joined into the one list they stand for.
+    """
+    current = current_request()
+    client = current.scope.get("client") or ("127.0.0.1", 0)
+    headers: dict[str, str] = {}
+    for name, value in current.headers.items():
+        name = name.lower()
+        if name in FORWARDING_HEADERS and name in headers:
+            headers[name] = join_lines((headers[name], value))
+        else:
+            headers[name] = value
+    peer = str(client[0])
+    return Flow(ProxyRequest(method=current.method, path=current.path, endpoint=endpoint, headers=headers,
+                             query=current.query_string.decode("latin-1"), peer_ip=peer, client_ip=peer))
+
+
+async def admit() -> Any:
+    """The app's ``before_request``/``before_websocket``: ``None`` lets the view run."""
+    current = current_request()
+    kind = route_kind(current.path)
+    if kind == "admin":
+        return refusal()
+    if kind == "public" or current.url_rule is None:
+        return None
+    lb = lb_of(current_app)
+    flow = make_flow((current.endpoint or "unknown").rsplit(".", 1)[-1])
+    result = await lb.pipeline.admit(flow)
+    if result is not None:
+        return to_quart(lb, flow, result)
+    setattr(g, FLOW_KEY, flow)
+    return None
+
+
+def admitted_flow() -> Flow:
+    """The flow :func:`admit` let in for this request; a view reached without admission fails."""
+    flow = g.get(FLOW_KEY)
+    if flow is None:
+        raise RuntimeError("a client route ran without admission")
+    return flow
+
+
+def install(app: Quart) -> None:
+    """Run :func:`admit` before every request and WebSocket handshake of ``app``."""
+    app.before_request(admit)
+    app.before_websocket(admit)
