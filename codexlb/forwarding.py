@@ -102,7 +102,7 @@ def parse_forwarded(lines: Iterable[str]) -> list[dict[str, str]]:
 def parse_node(text: str) -> IPAddress | None:
     """An address from a hop: ``1.2.3.4``, ``1.2.3.4:80``, ``[::1]:80``, ``"::1"``; else ``None``.
 
-    IPv4-mapped IPv6 (``::ffff:10.0.0.1``) becomes the IPv4 address; a zone (``%eth0``) is dropped.
+    IPv4-mapped IPv6 (``::ffff:10.0.0.1``) becomes the IPv4 address; a zone (``%eth0``) is kept.
     """
     text = text.strip().strip('"').strip()
     if not text or len(text) > 64:
@@ -115,7 +115,7 @@ def parse_node(text: str) -> IPAddress | None:
     elif text.count(":") == 1:  # IPv4 with a port
         text = text.split(":", 1)[0]
     try:
-        address = ipaddress.ip_address(text.split("%", 1)[0])
+        address = ipaddress.ip_address(text)
     except ValueError:
         return None
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:

@@ -106,6 +106,12 @@ async def admit_request(flow: Flow, app: CodexLB) -> None:
     Set ``flow.request.client_ip``; call ``flow.reject(...)`` to refuse. Stops at the first plugin
     that sets ``flow.response``. An exception refuses the request (fail closed).
 
+    Called for every client route (proxy, model lists, ``wham/*``, the WebSocket handshake, plugin
+    routes) before its view runs; not for ``/api/*``, ``/healthz``, ``/readyz``. A plugin that
+    enforces client keys or an allowlist says so with an ``enforces_admission`` attribute set by
+    ``configure``: a collection of ``"api_keys"`` and/or ``"client_networks"``. Without one, a
+    non-loopback bind is refused at start.
+
     Example::
 
         @hookimpl

@@ -53,7 +53,8 @@ def test_all_matches_exports() -> None:
     public = {n for n in dir(codexlb) if not n.startswith("_") and n not in ("annotations",)}
     public -= {"errors", "flow", "hookspecs", "types", "settings", "app", "hooks", "pipeline", "plugin_loader",
                "pool", "ratelimits", "sse", "sse_frames", "streaming", "tasks", "tokens", "upstream_errors",
-               "endpoints", "translate", "testing", "web", "db", "cli", "accounts", "jobs", "options"}
+               "endpoints", "translate", "testing", "web", "db", "cli", "accounts", "jobs", "options",
+               "forwarding", "bindcheck"}
     assert set(codexlb.__all__) - {"create_app", "load_settings"} == public
 
 

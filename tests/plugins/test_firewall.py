@@ -1,17 +1,12 @@
-"""Firewall: client IP resolution, allowlist, API keys, option checks, the open-bind refusal."""
+"""Firewall: client IP resolution, allowlist, API keys, option checks (bind check: tests/core/test_bind.py)."""
 
 from __future__ import annotations
 
-import dataclasses
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from codexlb import ConfigError
-from codexlb.cli.serve import check_bind
 from codexlb.settings import Settings, load_settings
 from codexlb.testing import make_flow
 from codexlb.testing.harness import proxy_server
@@ -175,40 +170,6 @@ def test_allow_from_env_comma_string(tmp_path: Path) -> None:
     settings = load_settings(tmp_path, environ={"CODEX_LB_PLUGINS__FIREWALL__ALLOW": '["::1/128"]'})
     fw.configure(settings.options_for("firewall"), settings)
     assert [str(n) for n in fw.allow] == ["::1/128"]
-
-
-# -- start-up refusal of an open bind --------------------------------------------------------------
-
-
-@pytest.mark.parametrize(("changes", "refused"), [
-    ({"host": "0.0.0.0"}, True),
-    ({"host": "::"}, True),
-    ({"host": "192.168.1.10"}, True),
-    ({"host": "0.0.0.0", "plugin_options": {"firewall": {"allow": []}}}, True),
-    ({"host": "0.0.0.0", "plugin_options": {"firewall": {"allow": ["10.0.0.0/8"]}},
-      "pipeline_plugins": ("select_round_robin", "upstream")}, True),  # allowlist without the firewall
-    ({"host": "0.0.0.0", "plugin_options": {"firewall": {"allow": ["10.0.0.0/8"]}}}, False),
-    ({"host": "0.0.0.0", "api_keys": ("k",)}, False),
-    ({"host": "0.0.0.0", "allow_unrestricted_bind": True}, False),
-    ({"host": "127.0.0.1"}, False), ({"host": "::1"}, False), ({"host": "localhost"}, False),
-])
-def test_check_bind(changes: dict[str, object], refused: bool) -> None:
-    settings = dataclasses.replace(Settings(), **changes)  # type: ignore[arg-type]
-    if refused:
-        with pytest.raises(ConfigError, match="refusing to listen"):
-            check_bind(settings)
-    else:
-        check_bind(settings)
-
-
-def test_serve_open_bind_exits_2(tmp_path: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CODEX_LB_")}
-    env["CODEX_LB_DATA_DIR"] = str(tmp_path / "data")
-    done = subprocess.run([sys.executable, "-m", "codexlb", "serve", "--host", "0.0.0.0", "--port", "0"],
-                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
-    assert done.returncode == 2, done.stderr
-    assert "refusing to listen on '0.0.0.0'" in done.stderr
-    assert "CODEX_LB_ALLOW_UNRESTRICTED_BIND" in done.stderr
 
 
 # -- over real sockets -----------------------------------------------------------------------------

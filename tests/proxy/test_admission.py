@@ -1,0 +1,99 @@
+"""One admission path: every client route in the app's URL map refuses an unadmitted client.
+
+Over real sockets, with the firewall enforcing client keys or an allowlist. The WebSocket
+handshake on ``/backend-api/codex/responses`` is admitted too, and refused with 426 so Codex
+falls back to HTTP.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from codexlb.testing.harness import TEST_PLUGINS, ProxyHarness, proxy_server
+from codexlb.testing.secrets import register_secret
+from tests.accounts.test_admin_guard import raw_request
+
+KEY = "sk-codexlb-admission-key-0123456789"
+register_secret(KEY)
+NOT_CLIENT = ("/api/", "/healthz", "/readyz")
+KNOWN_CLIENT_ROUTES = {"/backend-api/wham/usage", "/backend-api/wham/accounts/check", "/backend-api/wham/settings/user",
+                       "/backend-api/codex/responses", "/v1/responses", "/v1/models"}
+CONFIGS = {
+    "api_keys": ({"api_keys": (KEY,)}, 401, "invalid_api_key"),
+    "allowlist": ({"plugin_options": {"firewall": {"allow": ["10.0.0.0/8"]}}}, 403, "ip_not_allowed"),
+}
+
+
+def client_routes(proxy: ProxyHarness) -> list[tuple[str, str, bool]]:
+    """``(method, path, websocket)`` of every client route of the running app."""
+    assert proxy.lb.quart is not None
+    routes = []
+    for rule in proxy.lb.quart.url_map.iter_rules():
+        path = re.sub(r"<[^>]+>", "x", rule.rule)
+        if path.startswith(NOT_CLIENT) or path in NOT_CLIENT:
+            continue
+        for method in sorted((rule.methods or set()) - {"HEAD", "OPTIONS"}):
+            routes.append((method, path, bool(rule.websocket)))
+    return routes
+
+
+async def websocket_status(url: str, headers: dict[str, str] | None = None) -> tuple[int, str]:
+    """The status and body a real WebSocket client's handshake gets (it must not be accepted)."""
+    async with aiohttp.ClientSession() as session:
+        with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+            async with session.ws_connect(url, headers=headers):
+                pass
+    # aiohttp does not keep the refused handshake's body: ask again over a raw socket for it.
+    return refused.value.status, refused.value.message
+
+
+@pytest.mark.parametrize("config", list(CONFIGS))
+async def test_every_client_route_is_admitted(tmp_path: Path, config: str) -> None:
+    overrides, status, code = CONFIGS[config]
+    async with proxy_server(tmp_path, accounts=1, pipeline=("firewall", *TEST_PLUGINS), **overrides) as proxy:
+        routes = client_routes(proxy)
+        assert KNOWN_CLIENT_ROUTES <= {path for _, path, _ in routes}
+        assert any(websocket for _, _, websocket in routes)
+        for method, path, websocket in routes:
+            if websocket:
+                got, _ = await websocket_status(proxy.url.replace("http", "ws") + path)
+                assert got == status, (method, path, "websocket")
+                continue
+            answer = await proxy.client.request(method, path, headers={"content-type": "application/json"})
+            assert answer.status_code == status, (method, path, answer.text)
+            assert answer.json()["error"]["code"] == code, (method, path)
+        assert not [q for q in proxy.fake.requests if q.endpoint in ("responses", "compact", "models")]
+        for path in ("/healthz", "/readyz", "/api/accounts"):  # not client routes: their own rules
+            assert (await proxy.client.get(path)).status_code == 200, path
+
+
+async def test_admitted_client_reaches_the_routes(tmp_path: Path) -> None:
+    async with proxy_server(tmp_path, accounts=1, pipeline=("firewall", *TEST_PLUGINS), api_keys=(KEY,)) as proxy:
+        auth = {"authorization": f"Bearer {KEY}"}
+        usage = await proxy.client.get("/backend-api/wham/usage", headers=auth)
+        assert usage.status_code == 200 and "rate_limit" in usage.json()
+        check = await proxy.client.get("/backend-api/wham/accounts/check", headers={"x-api-key": KEY})
+        assert check.status_code == 200 and check.json()["accounts"]
+        got, _ = await websocket_status(proxy.url.replace("http", "ws") + "/backend-api/codex/responses", auth)
+        assert got == 426
+
+
+async def test_websocket_handshake_gets_426_and_codex_falls_back_to_http(tmp_path: Path) -> None:
+    async with proxy_server(tmp_path, accounts=1) as proxy:
+        ws_url = proxy.url.replace("http", "ws") + "/backend-api/codex/responses"
+        status, _ = await websocket_status(ws_url)
+        assert status == 426
+        port = int(proxy.url.rsplit(":", 1)[1])
+        answer = await raw_request(port, "GET", "/backend-api/codex/responses", [
+            ("Host", f"127.0.0.1:{port}"), ("Connection", "Upgrade"), ("Upgrade", "websocket"),
+            ("Sec-WebSocket-Version", "13"), ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ==")])
+        assert answer.status == 426 and answer.headers.get("upgrade") == "websocket"
+        assert answer.json()["error"]["code"] == "websocket_not_supported"
+        body: dict[str, Any] = {"model": "gpt-5.5", "input": "hi", "store": False, "stream": True}
+        fallback = await proxy.client.post("/backend-api/codex/responses", json=body)
+        assert fallback.status_code == 200 and b"response.completed" in fallback.content
