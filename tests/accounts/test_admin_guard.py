@@ -13,6 +13,8 @@ from typing import Any
 
 import pytest
 
+from codexlb import ConfigError
+from codexlb.settings import load_settings
 from codexlb.testing.harness import ProxyHarness, proxy_server
 
 
@@ -168,3 +170,10 @@ async def test_simple_requests_cannot_import_or_start_a_login(proxy: ProxyHarnes
     ok = await raw_request(port, "POST", "/api/accounts/import",
                            [("Host", f"127.0.0.1:{port}"), ("Content-Type", "application/json")], body)
     assert ok.status == 200 and "acct-attacker" in {a.chatgpt_account_id for a in proxy.lb.pool.all()}
+
+
+def test_admin_allowed_hosts_setting(tmp_path: Path) -> None:
+    settings = load_settings(tmp_path, environ={"CODEX_LB_ADMIN_ALLOWED_HOSTS": "Dash.Example, 10.0.0.5"})
+    assert settings.admin_allowed_hosts == ("dash.example", "10.0.0.5")
+    with pytest.raises(ConfigError, match="CODEX_LB_ADMIN_ALLOWED_HOSTS: .*'http://x.example/' is not a host name"):
+        load_settings(tmp_path, environ={"CODEX_LB_ADMIN_ALLOWED_HOSTS": "http://x.example/"})
