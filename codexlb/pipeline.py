@@ -43,6 +43,14 @@ def _no_constant(name: str) -> float:
     raise ValueError(f"{name} is not a valid JSON value")
 
 
+def _finite_float(text: str) -> float:
+    """``json.loads`` hook: a number too large for a float (``1e999``) would be sent on as Infinity."""
+    value = float(text)
+    if math.isinf(value):
+        raise ValueError(f"number {text[:40]} is out of range")
+    return value
+
+
 class Pipeline:
     """Runs one flow through the stages; never raises for a client or upstream problem."""
 
@@ -114,7 +122,7 @@ class Pipeline:
         if not req.body:
             raise BadRequest("request body is empty; expected a JSON object", code="invalid_json")
         try:
-            payload = json.loads(req.body, parse_constant=_no_constant)
+            payload = json.loads(req.body, parse_constant=_no_constant, parse_float=_finite_float)
         except UnicodeDecodeError:
             raise BadRequest("request body is not valid UTF-8", code="invalid_json") from None
         except ValueError as exc:
