@@ -45,6 +45,10 @@ KEY_MISMATCH = (
     "encrypted with a different key. Restore the original key file from your backup (or point "
     "CODEX_LB_ENCRYPTION_KEY_FILE at it). The database has not been changed."
 )
+KEY_UNREADABLE = (
+    "encryption key file {path} cannot be used: {reason}. Point CODEX_LB_ENCRYPTION_KEY_FILE at the "
+    "key file (or at a path where a new one may be created, on a first start)."
+)
 KEY_INVALID = (
     "encryption key file {path} does not hold a valid Fernet key (32 url-safe base64-encoded "
     "bytes). Restore the original key file from your backup."
@@ -59,6 +63,13 @@ def key_missing_message(path: Path | str) -> str:
 def key_mismatch_message(path: Path | str) -> str:
     """The start-up error when the key file holds a different key than the data was written with."""
     return KEY_MISMATCH.format(path=path)
+
+
+def key_unreadable_message(path: Path | str, exc: OSError) -> str:
+    """The start-up error when the key path is a folder, unreadable, or cannot be created."""
+    reason = "it is a directory, not a file" if isinstance(exc, IsADirectoryError) else \
+        (exc.strerror or type(exc).__name__).lower()
+    return KEY_UNREADABLE.format(path=path, reason=reason)
 
 
 def key_invalid_message(path: Path | str) -> str:
@@ -100,19 +111,22 @@ async def load_cipher(settings: Settings, engine: AsyncEngine) -> TokenCipher:
 
     Needs a migrated database (the ``meta`` table).
 
-    :raises ConfigError: the key file is missing while encrypted data exists, is not a Fernet key, or
-        does not match the data.
+    :raises ConfigError: the key file is missing while encrypted data exists, cannot be read or
+        created (e.g. a directory is at its path), is not a Fernet key, or does not match the data.
     """
     path = settings.path("encryption_key_file")
     async with AsyncSession(engine) as session:
         check, sample = await _check_value(session), await _sample_ciphertext(session)
-    if not path.exists():
-        if check is not None or sample is not None:
-            raise ConfigError(key_missing_message(path))
-        key = _create_key_file(path)
-    else:
-        key = path.read_bytes().strip()
-        _warn_if_readable(path)
+    try:
+        if not path.exists():
+            if check is not None or sample is not None:
+                raise ConfigError(key_missing_message(path))
+            key = _create_key_file(path)
+        else:
+            key = path.read_bytes().strip()
+            _warn_if_readable(path)
+    except OSError as exc:
+        raise ConfigError(key_unreadable_message(path, exc)) from None
     try:
         cipher = TokenCipher(key)
     except (ValueError, TypeError):

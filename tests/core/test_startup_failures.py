@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 from cryptography.fernet import Fernet
 
-from codexlb.db.crypto import key_mismatch_message, key_missing_message
+from codexlb.db.crypto import key_mismatch_message, key_missing_message, key_unreadable_message
 from codexlb.db.migrate import behind_message, head_revision
 from codexlb.testing.fake_upstream import FakeUpstream
 from tests.core.test_serve import free_port, seed_accounts, serve_env, start_server
@@ -51,6 +51,17 @@ async def test_wrong_key_exits_2_and_leaves_the_data(tmp_path: Path) -> None:
     assert code == 2
     assert one_line(key_mismatch_message(str(key))) in one_line(err)
     assert before == after
+
+
+async def test_directory_at_key_path_exits_2_with_one_line(tmp_path: Path) -> None:
+    key = tmp_path / "data" / "encryption.key"
+    key.mkdir(parents=True)
+    async with FakeUpstream() as fake:
+        code, err = await run_serve(tmp_path, serve_env(tmp_path, fake, free_port()))
+    assert code == 2
+    assert err.strip().splitlines()[-1] == f"codexlb: {key_unreadable_message(key, IsADirectoryError())}", err
+    assert "is a directory, not a file" in err and "Traceback" not in err
+    assert key.is_dir()
 
 
 async def test_database_behind_without_migrate_on_startup_exits_2(tmp_path: Path) -> None:
