@@ -53,7 +53,8 @@ class Settings:
     # -- server ---------------------------------------------------------------------------
     host: str = setting("127.0.0.1", "listen address")
     port: int = setting(2455, "listen port", min=0, max=65535)
-    data_dir: str = setting("~/.codex-lb", "folder for the database, key file and backups", kind="path")
+    data_dir: str = setting("~/.codex-lb", "folder for the database, key file and backups "
+                            "(unless those are set on their own)", kind="path")
     shutdown_grace_seconds: float = setting(30.0, "how long in-flight streams may finish on SIGTERM", min=0)
     allow_unrestricted_bind: bool = setting(
         False, "allow a non-loopback listen address without a firewall allowlist or API keys")
@@ -312,7 +313,17 @@ def _build(raw: dict[str, Any], sources: dict[str, str], problems: list[str]) ->
             problems.append(f"{PREFIX}{name}: invalid value {value!r}: {exc}")
     if problems:
         raise ConfigError(problems)
+    _follow_data_dir(values, raw)
     return Settings(**values, plugin_options=raw.get("PLUGINS", {}), sources=sources)
+
+
+def _follow_data_dir(values: dict[str, Any], raw: Mapping[str, Any]) -> None:
+    """The database and key file default to files in ``DATA_DIR`` unless set on their own."""
+    data_dir = Path(values["data_dir"])
+    if "DATABASE_URL" not in raw:
+        values["database_url"] = _database_url(f"sqlite+aiosqlite:///{data_dir / 'store.db'}")
+    if "ENCRYPTION_KEY_FILE" not in raw:
+        values["encryption_key_file"] = str(data_dir / "encryption.key")
 
 
 _TRUE, _FALSE = {"true", "1", "yes", "on"}, {"false", "0", "no", "off"}

@@ -4,13 +4,18 @@ SQLite: every connection gets WAL, ``foreign_keys=ON``, ``synchronous=FULL`` and
 SQLAlchemy (not the driver) emits ``BEGIN``, so DDL is transactional and a transaction that writes can
 take the write lock up front: use :func:`begin_write` for every transaction that writes (it sends
 ``BEGIN IMMEDIATE`` on SQLite and is a plain transaction on PostgreSQL).
+SQLite files are private: a new database file is created with mode 0600 before SQLite opens it
+(SQLite gives its ``-wal``/``-shm``/journal files the database file's mode), whatever the umask.
 PostgreSQL: a pre-pinged pool sized from settings.
 """
 
 from __future__ import annotations
 
+import logging
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import event
@@ -19,6 +24,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 if TYPE_CHECKING:
     from codexlb.settings import Settings
+
+log = logging.getLogger("codexlb.db")
 
 SQLITE_BUSY_TIMEOUT_MS = 60_000
 """How long a SQLite writer waits for the write lock (covers a token refresh holding it)."""
@@ -39,6 +46,8 @@ def make_engine(settings: Settings, **kwargs: Any) -> AsyncEngine:
     if is_sqlite(url):
         if settings.sqlite_path is not None:
             settings.sqlite_path.parent.mkdir(parents=True, exist_ok=True)
+            if not create_private_file(settings.sqlite_path):
+                _warn_if_shared(settings.sqlite_path)
         connect_args = {"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000, **kwargs.pop("connect_args", {})}
         engine = create_async_engine(url, connect_args=connect_args, **kwargs)
         _configure_sqlite(engine)
@@ -52,6 +61,30 @@ def make_engine(settings: Settings, **kwargs: Any) -> AsyncEngine:
     if "poolclass" in kwargs:  # e.g. NullPool for one-shot commands: sizing options do not apply
         options = {}
     return create_async_engine(url, **{**options, **kwargs})
+
+
+def create_private_file(path: Path) -> bool:
+    """Create an empty file with mode 0600 (not subject to the umask); ``False`` if it already exists."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return False
+    try:
+        if os.name == "posix":
+            os.fchmod(fd, 0o600)
+    finally:
+        os.close(fd)
+    return True
+
+
+def _warn_if_shared(path: Path) -> None:
+    try:
+        shared = os.name == "posix" and path.is_file() and bool(path.stat().st_mode & 0o077)
+    except OSError:
+        return
+    if shared:
+        log.warning("database file %s is readable by other users; chmod 600 it (and its -wal/-shm files)",
+                    path)
 
 
 def make_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:

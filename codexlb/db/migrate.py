@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import inspect, text
 
 import codexlb
-from codexlb.db.engine import BEGIN_IMMEDIATE, is_sqlite
+from codexlb.db.engine import BEGIN_IMMEDIATE, create_private_file, is_sqlite
 from codexlb.db.legacy_revisions import LEGACY_REVISIONS
 from codexlb.errors import CodexLBError, ConfigError
 
@@ -215,9 +215,10 @@ def _upgrade(sync_conn: Connection, cfg: Config, head: str) -> bool:
 
 
 def backup_sqlite(path: Path, before: str | None, head: str, max_files: int) -> Path:
-    """Copy a live SQLite file consistently (backup API) next to it; keep the newest ``max_files``."""
+    """Copy a live SQLite file consistently (backup API) next to it, mode 0600; keep the newest ``max_files``."""
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S.%fZ")
     target = path.with_name(f"{path.name}.{stamp}.{before or 'unversioned'}-to-{head}.bak")
+    create_private_file(target)
     src, dst = sqlite3.connect(path), sqlite3.connect(target)
     try:
         src.backup(dst)

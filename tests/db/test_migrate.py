@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import os
 import sqlite3
+import stat
 from collections.abc import Callable
 from pathlib import Path
 
@@ -163,12 +165,17 @@ async def test_backs_up_sqlite_before_a_pending_migration(
     assert _backups(settings) == []  # a fresh empty file is not backed up
     async with engine.begin() as conn:
         await conn.execute(text("INSERT INTO meta (key, value) VALUES ('marker', 'before')"))
-    report = await prepare_database(settings, engine, migrations_dir=migrations_with(ADD_TABLE))
+    umask = os.umask(0o022)  # the copy is private whatever the umask
+    try:
+        report = await prepare_database(settings, engine, migrations_dir=migrations_with(ADD_TABLE))
+    finally:
+        os.umask(umask)
     assert report.upgraded and report.current == "0002_test"
     if settings.sqlite_path is None:
         assert report.backup is None
         return
     assert _backups(settings) == [report.backup]
+    assert stat.S_IMODE(report.backup.stat().st_mode) == 0o600
     assert report.backup.name.startswith("store.db.") and report.backup.name.endswith(
         ".0001_initial-to-0002_test.bak")
     with sqlite3.connect(report.backup) as copy:
