@@ -41,21 +41,44 @@ def hypercorn_config(settings: Settings) -> Any:
     return config
 
 
+class ListenFailed(Exception):
+    """The listen address could not be bound (exit status 1)."""
+
+
+def bind_sockets(config: Any, settings: Settings) -> Any:
+    """Bind the listen address before anything else starts; a port in use is one line, not a traceback."""
+    try:
+        return config.create_sockets()
+    except OSError as exc:
+        host = f"[{settings.host}]" if ":" in settings.host else settings.host
+        reason = exc.strerror or str(exc) or type(exc).__name__
+        raise ListenFailed(f"cannot listen on {host}:{settings.port}: {reason}") from None
+
+
 async def serve(settings: Settings) -> int:
-    from hypercorn.asyncio import serve as hypercorn_serve
+    from hypercorn.asyncio.run import worker_serve
+    from hypercorn.utils import wrap_app
 
     from codexlb.app import create_app, lb_of
 
+    config = hypercorn_config(settings)
+    try:
+        sockets = bind_sockets(config, settings)
+    except ListenFailed as exc:
+        print(f"codexlb: {exc}", file=sys.stderr)
+        return 1
     app = create_app(settings)
     lb = lb_of(app)
     try:
         await lb.start()
     except ConfigError:
+        _close(sockets)
         raise
     except Exception as exc:
-        from codexlb.db.migrate import MigrationFailed
+        _close(sockets)
+        from codexlb.db.migrate import DatabaseUnavailable, MigrationFailed
 
-        if isinstance(exc, MigrationFailed):
+        if isinstance(exc, MigrationFailed | DatabaseUnavailable):
             print(f"codexlb: {exc}", file=sys.stderr)
             return 1
         raise
@@ -63,13 +86,22 @@ async def serve(settings: Settings) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    print(f"codexlb listening on http://{settings.host}:{settings.port} "
-          f"({len(lb.pool.accounts)} account(s))", flush=True)
+    for sock in sockets.insecure_sockets:
+        sock.listen(config.backlog)  # connections queue from now on; Hypercorn accepts them
+    host, port = sockets.insecure_sockets[0].getsockname()[:2]
+    shown = f"[{host}]" if ":" in host else host
+    print(f"codexlb listening on http://{shown}:{port} ({len(lb.pool.accounts)} account(s))", flush=True)
     try:
-        await hypercorn_serve(app, hypercorn_config(settings), shutdown_trigger=stop.wait)
+        await worker_serve(wrap_app(app, config.wsgi_max_body_size, None), config, sockets=sockets,
+                           shutdown_trigger=stop.wait)
     finally:
         await lb.stop()
     return 0
+
+
+def _close(sockets: Any) -> None:
+    for sock in (*sockets.secure_sockets, *sockets.insecure_sockets, *sockets.quic_sockets):
+        sock.close()
 
 
 def run_serve(args: argparse.Namespace, settings: Settings) -> int:

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import inspect, text
+from sqlalchemy.exc import SQLAlchemyError
 
 import codexlb
 from codexlb.db.engine import BEGIN_IMMEDIATE, create_private_file, is_sqlite
@@ -28,7 +29,7 @@ if TYPE_CHECKING:
     from alembic.config import Config
     from alembic.script import ScriptDirectory
     from sqlalchemy.engine import Connection
-    from sqlalchemy.ext.asyncio import AsyncEngine
+    from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
     from codexlb.settings import Settings
 
@@ -44,6 +45,31 @@ class MigrationFailed(CodexLBError):
     """A migration failed while ``DATABASE_MIGRATIONS_FAIL_FAST`` is true; start-up exits with status 1."""
 
     exit_status = 1
+
+
+class DatabaseUnavailable(CodexLBError):
+    """The database could not be reached at start-up; start-up exits with status 1."""
+
+    exit_status = 1
+
+
+def unreachable_message(engine: AsyncEngine, exc: BaseException) -> str:
+    """One line naming the database (password masked) and why connecting failed."""
+    url = engine.url
+    cause = getattr(exc, "orig", None) or exc
+    lines = str(cause).strip().splitlines()
+    reason = f"{type(cause).__name__}: {lines[0]}" if lines else type(cause).__name__
+    if url.password:
+        reason = reason.replace(str(url.password), "***")
+    return f"cannot connect to the database {url.render_as_string(hide_password=True)}: {reason}"
+
+
+async def connect(engine: AsyncEngine) -> AsyncConnection:
+    """A started connection; :class:`DatabaseUnavailable` when the database cannot be reached."""
+    try:
+        return await engine.connect()
+    except (OSError, SQLAlchemyError) as exc:
+        raise DatabaseUnavailable(unreachable_message(engine, exc)) from exc
 
 
 @dataclass
@@ -236,13 +262,15 @@ async def prepare_database(settings: Settings, engine: AsyncEngine, *,
                            migrations_dir: Path | None = None) -> MigrationReport:
     """Bring the schema to head as the settings allow; see ``DATABASE_*`` in the settings.
 
+    :raises DatabaseUnavailable: the database cannot be reached.
     :raises ConfigError: the schema is behind and ``DATABASE_MIGRATE_ON_STARTUP`` is false.
     :raises MigrationFailed: a migration failed (or the revision is unknown) and fail-fast is on.
     :returns: the report; with fail-fast off, ``report.error`` holds the failure.
     """
     migrations_dir = migrations_dir or MIGRATIONS_DIR
     head = head_revision(migrations_dir)
-    async with engine.connect() as conn:
+    conn = await connect(engine)
+    try:
         await conn.execution_options(**BEGIN_IMMEDIATE)  # the remap writes; SQLite: lock first
         await conn.begin()
         before = await conn.run_sync(_heads)
@@ -250,6 +278,8 @@ async def prepare_database(settings: Settings, engine: AsyncEngine, *,
         current = await conn.run_sync(_heads) if remapped else before
         has_tables = await conn.run_sync(_has_tables) if is_sqlite(engine) else True
         await conn.commit()
+    finally:
+        await conn.close()
     report = MigrationReport(head=head, before=before, current=current, remapped=remapped)
     for old, new in remapped.items():
         log.warning("alembic_version: legacy revision %s remapped to %s", old, new)

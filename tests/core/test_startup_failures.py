@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 import sqlite3
 import sys
 from pathlib import Path
@@ -70,6 +71,51 @@ async def test_database_behind_without_migrate_on_startup_exits_2(tmp_path: Path
         code, err = await run_serve(tmp_path, env)
     assert code == 2
     assert one_line(behind_message(None, head_revision())) in one_line(err)
+
+
+async def test_port_in_use_is_one_line_and_touches_nothing(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        async with FakeUpstream() as fake:
+            code, err = await run_serve(tmp_path, serve_env(tmp_path, fake, port))
+    assert code == 1
+    assert err.strip().splitlines() == [f"codexlb: cannot listen on 127.0.0.1:{port}: Address already in use"], err
+    assert not (tmp_path / "data" / "store.db").exists()  # refused before the database was opened
+
+
+async def test_unreachable_postgres_is_one_line_with_the_password_masked(tmp_path: Path) -> None:
+    closed = free_port()  # nothing listens there any more
+    url = f"postgresql+asyncpg://codexlb:s3cret-pw@127.0.0.1:{closed}/codexlb"
+    async with FakeUpstream() as fake:
+        code, err = await run_serve(tmp_path, serve_env(tmp_path, fake, free_port(), CODEX_LB_DATABASE_URL=url))
+    assert code == 1
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith(f"codexlb: cannot connect to the database "
+                               f"postgresql+asyncpg://codexlb:***@127.0.0.1:{closed}/codexlb: "), err
+    assert "s3cret-pw" not in err
+
+
+async def test_listening_is_printed_once_the_port_accepts(tmp_path: Path) -> None:
+    async with FakeUpstream() as fake:
+        env = serve_env(tmp_path, fake, 0)  # port 0: the line names the port really bound
+        proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "codexlb", "serve", cwd=tmp_path, env=env,
+                                                    stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        try:
+            assert proc.stdout is not None
+            line = (await asyncio.wait_for(proc.stdout.readline(), 30)).decode()
+            assert line.startswith("codexlb listening on http://127.0.0.1:"), line
+            port = int(line.split("http://127.0.0.1:")[1].split()[0])
+            assert port != 0
+            with socket.create_connection(("127.0.0.1", port), timeout=5):  # no retry: it must accept now
+                pass
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
+                assert (await client.get("/healthz")).status_code == 200
+        finally:
+            proc.terminate()
+            await proc.wait()
 
 
 def break_database(tmp_path: Path) -> None:
