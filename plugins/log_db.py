@@ -3,7 +3,10 @@
 Hooks: ``flow_done`` (queue the row), ``startup`` (start the writer), ``shutdown`` (final flush).
 Rows are flushed every ``flush_interval_seconds`` or when ``batch_size`` rows are waiting. If the
 database is down they stay in a bounded buffer (``max_buffered_rows``; the oldest are dropped
-beyond it, with a warning) and are retried.
+beyond it, with a warning) and are retried. When the database refuses a batch for what is in it,
+the batch is written row by row and only the rows it refuses are dropped (with a warning), so one
+bad row never holds back the others. Each row carries the account's id and label, and stays after
+the account is removed.
 
 Settings table ``[plugins.log_db]``:
 - ``flush_interval_seconds`` (float, default 1.0)
@@ -34,6 +37,7 @@ def row_of(flow: Flow) -> dict[str, Any]:
     finished = flow.finished_at or started
     return {
         "time": started, "account_id": flow.account.id if flow.account else None,
+        "account_label": flow.account.label if flow.account else None,
         "endpoint": flow.request.endpoint, "model": flow.model, "status": flow.status,
         "error_code": flow.error_code,
         "input_tokens": usage.input if usage else None, "cached_tokens": usage.cached if usage else None,
@@ -85,9 +89,10 @@ class LogDB:
             self._wake.set()
 
     async def flush(self) -> int:
-        """Write buffered rows; returns how many were written. Rows stay buffered on failure."""
+        """Write buffered rows; returns how many were written. Rows stay buffered while the database is down."""
         if self._app is None or self._app.sessionmaker is None:
             return 0
+        from codexlb.db.engine import is_unavailable
         from codexlb.db.requestlog import insert_request_logs
 
         written = 0
@@ -96,13 +101,53 @@ class LogDB:
             try:
                 await insert_request_logs(self._app.sessionmaker, batch)
             except Exception as exc:
-                log.warning("request log write failed (%d row(s) kept, will retry): %s", len(self.buffer),
-                            type(exc).__name__)
-                return written
-            for _ in batch:
-                self.buffer.popleft()
+                if is_unavailable(exc):
+                    log.warning("request log write failed (%d row(s) kept, will retry): %s", len(self.buffer),
+                                type(exc).__name__)
+                    return written
+                done, available = await self._write_singly(len(batch))
+                written += done
+                if not available:
+                    return written
+                continue
+            self._forget(batch)
             written += len(batch)
         return written
+
+    async def _write_singly(self, count: int) -> tuple[int, bool]:
+        """Write the first ``count`` buffered rows one at a time, dropping each one the database refuses.
+
+        Returns the rows written and whether the database stayed available (if not, the rest stay).
+        """
+        from codexlb.db.engine import is_unavailable
+        from codexlb.db.requestlog import insert_request_logs
+
+        assert self._app is not None and self._app.sessionmaker is not None
+        written = 0
+        for _ in range(count):
+            if not self.buffer:
+                break
+            row = self.buffer[0]
+            try:
+                await insert_request_logs(self._app.sessionmaker, [row])
+            except Exception as exc:
+                if is_unavailable(exc):
+                    log.warning("request log write failed (%d row(s) kept, will retry): %s", len(self.buffer),
+                                type(exc).__name__)
+                    return written, False
+                reason = (str(getattr(exc, "orig", None) or exc).strip().splitlines() or [""])[0]
+                log.warning("request log row dropped, the database refused it (time %s, endpoint %s): %s: %s",
+                            row.get("time"), row.get("endpoint"), type(exc).__name__, reason[:200])
+            else:
+                written += 1
+            self._forget([row])
+        return written, True
+
+    def _forget(self, rows: list[dict[str, Any]]) -> None:
+        """Remove written rows from the front (unless the full buffer already dropped them)."""
+        for row in rows:
+            if self.buffer and self.buffer[0] is row:
+                self.buffer.popleft()
 
     async def _run(self) -> None:
         while True:

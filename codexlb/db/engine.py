@@ -18,7 +18,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import event
+from sqlalchemy import event, exc
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
@@ -38,6 +38,15 @@ def is_sqlite(engine_or_url: AsyncEngine | str) -> bool:
     """Whether an engine or URL is SQLite."""
     url = engine_or_url if isinstance(engine_or_url, str) else engine_or_url.url
     return make_url(url).get_backend_name() == "sqlite"
+
+
+def is_unavailable(error: BaseException) -> bool:
+    """Whether an error means the database cannot be used right now (down, locked, timed out),
+    as opposed to one statement being refused (a constraint, a bad value): retry the former later."""
+    if isinstance(error, OSError | exc.OperationalError | exc.InterfaceError | exc.DisconnectionError
+                  | exc.TimeoutError):
+        return True
+    return isinstance(error, exc.DBAPIError) and error.connection_invalidated
 
 
 def make_engine(settings: Settings, **kwargs: Any) -> AsyncEngine:

@@ -61,7 +61,10 @@ class AccountRow(Base):
 
 
 class RequestLogRow(Base):
-    """One proxied request. Grows to millions of rows; the dashboard reads by time and account."""
+    """One proxied request. Grows to millions of rows; the dashboard reads by time and account.
+
+    Rows are history: they keep the account's id and label after the account is removed.
+    """
 
     __tablename__ = "request_log"
     __table_args__ = (
@@ -71,8 +74,10 @@ class RequestLogRow(Base):
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     time: Mapped[float] = mapped_column(Float)
-    account_id: Mapped[str | None] = mapped_column(
-        String(32), ForeignKey("accounts.id", ondelete="SET NULL"))
+    account_id: Mapped[str | None] = mapped_column(String(32))
+    """The account that answered; no foreign key, so the history outlives a removed account."""
+    account_label: Mapped[str | None] = mapped_column(String(200))
+    """The account's label when the request was made (kept after the account is removed)."""
     endpoint: Mapped[str] = mapped_column(String(200))
     model: Mapped[str | None] = mapped_column(String(200))
     status: Mapped[int | None] = mapped_column(Integer)

@@ -1,11 +1,15 @@
-"""Request log writes: one multi-row insert per batch (the log plugin buffers and flushes)."""
+"""Request log writes: one multi-row insert per batch (the log plugin buffers and flushes).
+
+Strings longer than their column (a client's model name, say) are cut to fit, so no row is refused
+for its length on PostgreSQL (SQLite does not enforce lengths).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import delete, insert, select
+from sqlalchemy import String, delete, insert, select
 
 from codexlb.db.engine import begin_write
 from codexlb.db.models import RequestLogRow
@@ -16,6 +20,8 @@ if TYPE_CHECKING:
 COLUMNS = tuple(c.name for c in RequestLogRow.__table__.columns if c.name != "id")
 """Keys a request log row may carry (``time`` and ``endpoint`` are required)."""
 _DEFAULTS: dict[str, Any] = {name: None for name in COLUMNS} | {"attempts": 1}
+_LENGTHS = {c.name: c.type.length for c in RequestLogRow.__table__.columns
+            if isinstance(c.type, String) and c.type.length}
 
 
 async def insert_request_logs(sessionmaker: async_sessionmaker[AsyncSession],
@@ -33,7 +39,12 @@ async def insert_request_logs(sessionmaker: async_sessionmaker[AsyncSession],
             raise ValueError(f"request_log has no column {', '.join(sorted(unknown))}")
         if row.get("time") is None or row.get("endpoint") is None:
             raise ValueError("a request_log row needs time and endpoint")
-        params.append(_DEFAULTS | dict(row))
+        values = _DEFAULTS | dict(row)
+        for name, length in _LENGTHS.items():
+            value = values[name]
+            if isinstance(value, str) and len(value) > length:
+                values[name] = value[:length]
+        params.append(values)
     async with begin_write(sessionmaker) as session:
         await session.execute(insert(RequestLogRow), params)
 

@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from codexlb.db.crypto import TokenCipher, load_cipher
 from codexlb.db.engine import make_engine, make_sessionmaker
-from codexlb.db.migrate import MIGRATIONS_DIR, MigrationReport, prepare_database
+from codexlb.db.migrate import MIGRATIONS_DIR, MigrationReport, head_revision, prepare_database
 from codexlb.db.store import AccountStore
 from codexlb.settings import Settings
 from codexlb.testing.db import postgres_base_url, temp_postgres_database
@@ -78,19 +78,20 @@ def store(sessionmaker: async_sessionmaker[AsyncSession], cipher: TokenCipher) -
 
 @pytest.fixture
 def migrations_with(tmp_path: Path) -> Callable[[str], Path]:
-    """Copy ``migrations/`` and add a revision ``0002_test`` whose ``upgrade()`` body is given."""
+    """Copy ``migrations/`` and add a revision ``0002_test`` (after the head) whose ``upgrade()`` body is given."""
+    head = head_revision()
 
     def make(upgrade_body: str) -> Path:
         target = tmp_path / "migrations"
         shutil.rmtree(target, ignore_errors=True)
         shutil.copytree(MIGRATIONS_DIR, target, ignore=shutil.ignore_patterns("__pycache__"))
-        (target / "versions" / "0002_test.py").write_text(textwrap.dedent('''\
+        (target / "versions" / "0002_test.py").write_text(textwrap.dedent(f'''\
             """Test revision."""
             import sqlalchemy as sa
             from alembic import op
 
             revision = "0002_test"
-            down_revision = "0001_initial"
+            down_revision = "{head}"
             branch_labels = None
             depends_on = None
 

@@ -16,9 +16,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 import codexlb
 from codexlb.cli import db as cli_db
-from codexlb.db.migrate import current_revision
+from codexlb.db.migrate import current_revision, head_revision
 from codexlb.settings import Settings
 
+HEAD = head_revision()
 REPO = Path(codexlb.__file__).resolve().parent.parent
 
 
@@ -49,14 +50,14 @@ async def test_upgrade_current_history(settings: Settings, capsys: pytest.Captur
         return code, capsys.readouterr().out
 
     assert await asyncio.to_thread(run, "db", "current") == (
-        0, "none (empty database); this codexlb needs 0001_initial: run `codexlb db upgrade`\n"
+        0, f"none (empty database); this codexlb needs {HEAD}: run `codexlb db upgrade`\n"
         if settings.sqlite_path is None else
-        f"none (no database file at {settings.sqlite_path}); this codexlb needs 0001_initial\n")
+        f"none (no database file at {settings.sqlite_path}); this codexlb needs {HEAD}\n")
     assert await asyncio.to_thread(run, "db", "upgrade") == (
-        0, "upgraded the database from revision none (empty database) to 0001_initial\n")
+        0, f"upgraded the database from revision none (empty database) to {HEAD}\n")
     assert await asyncio.to_thread(run, "db", "upgrade") == (
-        0, "the database is already at revision 0001_initial (head); nothing to do\n")
-    assert await asyncio.to_thread(run, "db", "current") == (0, "0001_initial (head)\n")
+        0, f"the database is already at revision {HEAD} (head); nothing to do\n")
+    assert await asyncio.to_thread(run, "db", "current") == (0, f"{HEAD} (head)\n")
     code, out = await asyncio.to_thread(run, "db", "history")
     assert code == 0 and out.startswith("<base> -> 0001_initial  Initial schema")
     assert out.rstrip().endswith("(head, current)")
@@ -66,7 +67,7 @@ async def test_upgrade_ignores_migrate_on_startup_and_reports_failure(
         settings: Settings, engine: AsyncEngine, capsys: pytest.CaptureFixture[str]) -> None:
     settings = dataclasses.replace(settings, database_migrate_on_startup=False)
     assert await asyncio.to_thread(_run, settings, "db", "upgrade") == 0
-    assert await current_revision(engine) == "0001_initial"
+    assert await current_revision(engine) == HEAD
     async with engine.begin() as conn:
         await conn.execute(text("UPDATE alembic_version SET version_num = 'from_the_future'"))
     await engine.dispose()
@@ -88,7 +89,7 @@ def _cli(tmp_path: Path, url: str, *argv: str) -> subprocess.CompletedProcess[st
 def test_python_m_codexlb_db(tmp_path: Path, database_url: str) -> None:
     upgraded = _cli(tmp_path, database_url, "db", "upgrade")
     assert upgraded.returncode == 0, upgraded.stderr
-    assert "to 0001_initial" in upgraded.stdout
+    assert f"to {HEAD}" in upgraded.stdout
     history = _cli(tmp_path, database_url, "db", "history")
     assert history.returncode == 0 and "0001_initial" in history.stdout
     assert history.stdout.rstrip().endswith("(head, current)")

@@ -22,6 +22,7 @@ from codexlb.db.migrate import (
     MigrationReport,
     behind_message,
     current_revision,
+    head_revision,
     prepare_database,
     readiness,
 )
@@ -30,6 +31,7 @@ from codexlb.errors import ConfigError
 from codexlb.settings import Settings
 
 ADD_TABLE = 'op.create_table("extra", sa.Column("id", sa.Integer(), primary_key=True))'
+HEAD = head_revision()
 BROKEN = ADD_TABLE + '\nop.execute("SELECT * FROM no_such_table")'
 
 
@@ -45,10 +47,10 @@ async def _tables(engine: AsyncEngine) -> set[str]:
 
 async def test_upgrades_empty_database_to_head(engine: AsyncEngine, settings: Settings) -> None:
     report = await prepare_database(settings, engine)
-    assert (report.before, report.current, report.upgraded, report.ok) == (None, "0001_initial", True, True)
+    assert (report.before, report.current, report.upgraded, report.ok) == (None, HEAD, True, True)
     assert {"accounts", "request_log", "usage_snapshots", "model_registry", "meta"} <= await _tables(engine)
     again = await prepare_database(settings, engine)
-    assert (again.before, again.upgraded, again.backup) == ("0001_initial", False, None)
+    assert (again.before, again.upgraded, again.backup) == (HEAD, False, None)
 
 
 async def test_autogenerate_finds_no_difference_after_upgrade(engine: AsyncEngine,
@@ -73,10 +75,10 @@ async def test_refuses_to_start_behind_when_migrate_on_startup_is_off(engine: As
     settings = dataclasses.replace(settings, database_migrate_on_startup=False)
     with pytest.raises(ConfigError) as info:
         await prepare_database(settings, engine)
-    assert str(info.value) == behind_message(None, "0001_initial")
+    assert str(info.value) == behind_message(None, HEAD)
     assert str(info.value) == (
         "database is at revision none (empty database) but this version of codexlb needs revision "
-        "0001_initial; run `codexlb db upgrade` to migrate it (back it up first), or set "
+        f"{HEAD}; run `codexlb db upgrade` to migrate it (back it up first), or set "
         "CODEX_LB_DATABASE_MIGRATE_ON_STARTUP=true to migrate at start")
     assert await current_revision(engine) is None
 
@@ -89,13 +91,47 @@ async def test_up_to_date_database_starts_with_migrate_on_startup_off(
 
 async def test_remaps_legacy_revision_before_upgrading(engine: AsyncEngine, settings: Settings,
                                                        migrated: MigrationReport) -> None:
+    from alembic import command
+
+    from codexlb.db.migrate import alembic_config
+
     legacy = next(old for old, new in LEGACY_REVISIONS.items() if new == "0001_initial")
+    await asyncio.to_thread(command.downgrade, alembic_config(settings), "0001_initial")  # the legacy schema
     async with engine.begin() as conn:
         await conn.execute(text("UPDATE alembic_version SET version_num = :v"), {"v": legacy})
     report = await prepare_database(settings, engine)
     assert report.remapped == {legacy: "0001_initial"}
-    assert (report.before, report.current, report.ok) == (legacy, "0001_initial", True)
-    assert await current_revision(engine) == "0001_initial"
+    assert (report.before, report.current, report.ok) == (legacy, HEAD, True)
+    assert await current_revision(engine) == HEAD
+
+
+async def test_request_log_history_migration_keeps_rows_both_ways(engine: AsyncEngine, settings: Settings,
+                                                                  migrated: MigrationReport) -> None:
+    from alembic import command
+
+    from codexlb.db.migrate import alembic_config
+
+    cfg = alembic_config(settings)
+    await asyncio.to_thread(command.downgrade, cfg, "0001_initial")
+    async with engine.begin() as conn:
+        await conn.execute(text("INSERT INTO accounts (id, label, created_at, updated_at) "
+                                "VALUES ('a1', 'one', 0, 0), ('a2', 'two', 0, 0)"))
+        await conn.execute(text("INSERT INTO request_log (time, account_id, endpoint, attempts) "
+                                "VALUES (1, 'a1', 'responses', 1), (2, 'a2', 'responses', 1)"))
+    await asyncio.to_thread(command.upgrade, cfg, "head")
+    async with engine.begin() as conn:
+        await conn.execute(text("DELETE FROM accounts WHERE id = 'a1'"))
+        await conn.execute(text("INSERT INTO request_log (time, account_id, account_label, endpoint, attempts) "
+                                "VALUES (3, 'a1', 'one', 'responses', 1)"))  # the account is gone: still fine
+        rows = (await conn.execute(text("SELECT time, account_id, account_label FROM request_log ORDER BY time")
+                                   )).all()
+    assert [tuple(r) for r in rows] == [(1.0, "a1", None), (2.0, "a2", None), (3.0, "a1", "one")]
+    await asyncio.to_thread(command.downgrade, cfg, "0001_initial")  # the foreign key comes back
+    async with engine.connect() as conn:
+        rows = (await conn.execute(text("SELECT time, account_id FROM request_log ORDER BY time"))).all()
+    assert [tuple(r) for r in rows] == [(1.0, None), (2.0, "a2"), (3.0, None)]
+    await asyncio.to_thread(command.upgrade, cfg, "head")
+    assert await current_revision(engine) == HEAD
 
 
 async def test_unknown_legacy_revision_fails_when_remap_is_off(engine: AsyncEngine, settings: Settings,
@@ -116,10 +152,10 @@ async def test_failing_migration_raises_and_rolls_back_when_fail_fast(
     with pytest.raises(MigrationFailed) as info:
         await prepare_database(settings, engine, migrations_dir=folder)
     message = str(info.value)
-    assert message.startswith("database migration from revision 0001_initial to 0002_test failed: ")
-    assert "no_such_table" in message and "The database is at revision 0001_initial" in message
+    assert message.startswith(f"database migration from revision {HEAD} to 0002_test failed: ")
+    assert "no_such_table" in message and f"The database is at revision {HEAD}" in message
     assert info.value.exit_status == 1
-    assert await current_revision(engine) == "0001_initial"
+    assert await current_revision(engine) == HEAD
     assert "extra" not in await _tables(engine)  # the whole migration was rolled back
 
 
@@ -129,16 +165,16 @@ async def test_failing_migration_is_reported_when_not_fail_fast(
     folder = migrations_with(BROKEN)
     settings = dataclasses.replace(settings, database_migrations_fail_fast=False)
     report = await prepare_database(settings, engine, migrations_dir=folder)
-    assert not report.ok and report.current == "0001_initial"
+    assert not report.ok and report.current == HEAD
     assert report.error is not None and "no_such_table" in report.error
     assert await readiness(engine, migrations_dir=folder) == {
-        "database": "ok", "migrations": "behind: 0001_initial -> 0002_test"}
+        "database": "ok", "migrations": f"behind: {HEAD} -> 0002_test"}
     assert await readiness(engine, report=report, migrations_dir=folder) == {
         "database": "ok", "migrations": report.error}
 
 
 async def test_readiness(engine: AsyncEngine, settings: Settings) -> None:
-    assert await readiness(engine) == {"database": "ok", "migrations": "behind: none -> 0001_initial"}
+    assert await readiness(engine) == {"database": "ok", "migrations": f"behind: none -> {HEAD}"}
     await prepare_database(settings, engine)
     assert await readiness(engine) == {"database": "ok", "migrations": "ok"}
 
@@ -177,10 +213,10 @@ async def test_backs_up_sqlite_before_a_pending_migration(
     assert _backups(settings) == [report.backup]
     assert stat.S_IMODE(report.backup.stat().st_mode) == 0o600
     assert report.backup.name.startswith("store.db.") and report.backup.name.endswith(
-        ".0001_initial-to-0002_test.bak")
+        f".{HEAD}-to-0002_test.bak")
     with sqlite3.connect(report.backup) as copy:
         assert copy.execute("SELECT value FROM meta WHERE key = 'marker'").fetchone() == ("before",)
-        assert copy.execute("SELECT version_num FROM alembic_version").fetchone() == ("0001_initial",)
+        assert copy.execute("SELECT version_num FROM alembic_version").fetchone() == (HEAD,)
     copy.close()
     await prepare_database(settings, engine, migrations_dir=migrations_with(ADD_TABLE))
     assert _backups(settings) == [report.backup]  # nothing pending: no new backup
@@ -201,7 +237,7 @@ async def test_keeps_only_the_newest_backups(engine: AsyncEngine, settings: Sett
         made.append(report.backup)
         async with engine.begin() as conn:  # go back so the next start migrates again
             await conn.execute(text("DROP TABLE extra"))
-            await conn.execute(text("UPDATE alembic_version SET version_num = '0001_initial'"))
+            await conn.execute(text(f"UPDATE alembic_version SET version_num = '{HEAD}'"))
     assert _backups(settings) == made[1:]
 
 
@@ -230,7 +266,7 @@ async def test_env_py_runs_standalone_with_url_from_settings(settings: Settings,
     from codexlb.db.migrate import alembic_config
 
     await asyncio.to_thread(command.upgrade, alembic_config(settings), "head")
-    assert await current_revision(engine) == "0001_initial"
+    assert await current_revision(engine) == HEAD
 
 
 def test_env_py_offline_mode_emits_sql(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:

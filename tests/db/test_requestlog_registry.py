@@ -18,7 +18,7 @@ async def test_inserts_a_batch_of_request_logs(sessionmaker: async_sessionmaker[
             "model": "gpt-5", "status": 200, "error_code": None, "input_tokens": 10, "cached_tokens": 2,
             "output_tokens": 7, "reasoning_tokens": 3, "ttfb_ms": 120.5, "duration_ms": 900.0,
             "client_ip": "127.0.0.1", "session_key_hash": "ab" * 32, "route": "select_sticky:hit",
-            "attempts": 2}
+            "attempts": 2, "account_label": "work"}
     assert set(full) == set(COLUMNS)
     rows = [full] + [{"time": float(t), "endpoint": "/v1/responses", "status": 429,
                       "error_code": "usage_limit_reached"} for t in range(1, 5)]
@@ -31,6 +31,19 @@ async def test_inserts_a_batch_of_request_logs(sessionmaker: async_sessionmaker[
     mine = await recent_request_logs(sessionmaker, account_id=account.id)
     assert [r["time"] for r in mine] == [5.0]
     assert [r["time"] for r in await recent_request_logs(sessionmaker, before=3.0)] == [2.0, 1.0]
+
+
+async def test_rows_outlive_their_account(sessionmaker: async_sessionmaker[AsyncSession],
+                                          store: AccountStore) -> None:
+    account, _ = await store.upsert(chatgpt_account_id="c", email="e@x", plan_type="plus",
+                                    access_token="a", refresh_token="r", id_token=None, label="work")
+    row = {"time": 1.0, "endpoint": "/v1/responses", "account_id": account.id, "account_label": "work"}
+    await insert_request_logs(sessionmaker, [row])
+    assert await store.delete(account.id)
+    await insert_request_logs(sessionmaker, [{**row, "time": 2.0}])  # buffered before the removal
+    kept = await recent_request_logs(sessionmaker, account_id=account.id)
+    assert [(r["time"], r["account_id"], r["account_label"]) for r in kept] == [
+        (2.0, account.id, "work"), (1.0, account.id, "work")]
 
 
 async def test_rejects_unknown_request_log_columns(sessionmaker: async_sessionmaker[AsyncSession]) -> None:

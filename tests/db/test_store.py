@@ -155,7 +155,7 @@ async def test_delete_cascades_snapshots_and_keeps_request_logs(
     async with sessionmaker() as session:
         assert (await session.execute(text("SELECT count(*) FROM usage_snapshots"))).scalar() == 0
     logs = await recent_request_logs(sessionmaker)
-    assert [(row["time"], row["account_id"]) for row in logs] == [(11.0, None)]
+    assert [(row["time"], row["account_id"]) for row in logs] == [(11.0, account.id)]  # history keeps the id
 
 
 async def test_usage_snapshots_history_and_prune(store: AccountStore) -> None:

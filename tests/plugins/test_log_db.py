@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import logging
+from collections.abc import AsyncIterator
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 
 import codexlb.db.requestlog as requestlog
+from codexlb.db.engine import make_engine, make_sessionmaker
 from codexlb.db.requestlog import recent_request_logs
 from codexlb.flow import session_key_hash
 from codexlb.testing import make_flow
+from codexlb.testing.db import postgres_base_url, temp_postgres_database
 from codexlb.testing.harness import proxy_server
 from plugins.log_db import LogDB
 
@@ -77,3 +81,60 @@ async def test_buffer_is_bounded() -> None:
 def test_session_key_is_hashed() -> None:
     assert session_key_hash("conv-1") != "conv-1" and len(session_key_hash("conv-1") or "") == 16
     assert session_key_hash(None) is None
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
+    if request.param == "sqlite":
+        yield f"sqlite+aiosqlite:///{tmp_path / 'data' / 'store.db'}"
+        return
+    async with temp_postgres_database(postgres_base_url()) as url:
+        yield url
+
+
+HELD = {"log_db": {"flush_interval_seconds": 3600, "batch_size": 10_000}}
+"""Rows stay buffered until the server stops (the shutdown flush writes them)."""
+
+
+async def test_removed_account_keeps_its_history_and_logging_goes_on(tmp_path: Path, database_url: str) -> None:
+    """Rows buffered for an account removed mid-way are written with the others, at shutdown too."""
+    async with proxy_server(tmp_path, pipeline=PIPELINE, database_url=database_url, plugin_options=HELD) as proxy:
+        removed = proxy.lb.pool.all()[0]
+        for _ in range(4):
+            assert (await proxy.client.post("/backend-api/codex/responses", json=BODY)).status_code == 200
+        deleted = await proxy.client.delete(f"/api/accounts/{removed.id}")
+        assert deleted.status_code == 200 and deleted.json()["deleted"] is True
+        for _ in range(4):
+            assert (await proxy.client.post("/backend-api/codex/responses", json=BODY)).status_code == 200
+        plugin: LogDB = proxy.lb.pm.get_plugin("log_db")
+        assert len(plugin.buffer) == 8  # nothing written yet: the removal happened with its rows buffered
+        settings = proxy.lb.settings
+    engine = make_engine(settings)
+    try:
+        rows = await recent_request_logs(make_sessionmaker(engine), limit=100)
+    finally:
+        await engine.dispose()
+    assert len(rows) == 8 and all(r["status"] == 200 for r in rows)
+    gone = [r for r in rows if r["account_id"] == removed.id]
+    assert gone and all(r["account_label"] == removed.label for r in gone)
+    assert {r["account_label"] for r in rows} == {a.label for a in [removed, *proxy.lb.pool.all()]}
+
+
+async def test_a_refused_row_is_dropped_alone(tmp_path: Path, database_url: str,
+                                              caplog: pytest.LogCaptureFixture) -> None:
+    async with proxy_server(tmp_path, pipeline=PIPELINE, database_url=database_url, plugin_options=HELD) as proxy:
+        plugin: LogDB = proxy.lb.pm.get_plugin("log_db")
+        for n in range(5):
+            await plugin.flow_done(make_flow())
+            plugin.buffer[-1]["time"] = float(n)
+        plugin.buffer[2]["input_tokens"] = 2 ** 70  # too large for the column: the database refuses this row
+        plugin.buffer[3]["model"] = "m" * 5000  # longer than the column: cut to fit, not refused
+        with caplog.at_level(logging.WARNING, "codexlb.log_db"):
+            assert await plugin.flush() == 4
+        assert not plugin.buffer
+        assert [r.getMessage() for r in caplog.records if "row dropped" in r.getMessage()] != []
+        rows = await recent_request_logs(proxy.lb.sessionmaker, limit=10)
+        assert sorted(r["time"] for r in rows) == [0.0, 1.0, 3.0, 4.0]
+        assert next(r["model"] for r in rows if r["time"] == 3.0) == "m" * 200
+        await plugin.flow_done(make_flow())
+        assert await plugin.flush() == 1  # later batches are not held back
