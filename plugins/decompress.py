@@ -5,13 +5,21 @@ Hooks: ``configure``, ``decode_request``.
 Accepts ``zstd``, ``gzip`` (``x-gzip``, several members too), ``deflate`` (zlib-wrapped or raw),
 ``br`` and ``identity``, also stacked (``gzip, zstd`` was applied gzip first, so it is decoded
 zstd first). Decoding is incremental with bounded output per step: a body that grows past
-``MAX_DECOMPRESSED_BODY_BYTES`` is refused with 413 ``payload_too_large`` after at most that
-many bytes were produced, so a zip bomb costs about the cap in memory. An unknown encoding is
-415 ``unsupported_content_encoding``; a body that does not decode is 400 ``invalid_body_encoding``.
-Afterwards ``flow.request.body`` holds the decoded bytes and ``content-encoding`` (and the
-stale ``content-length``) are gone from ``flow.request.headers``. Codex CLI sends zstd bodies.
+``MAX_DECOMPRESSED_BODY_BYTES`` is refused with 413 ``payload_too_large`` as soon as it passes
+that many bytes, so a zip bomb costs at most about the cap in memory while it is decoded, and
+nothing once it is refused (the refusal keeps no reference to the decoder or its output). At most
+``max_concurrent`` bodies are decoded at once; others wait their turn, so many bombs at once cost
+at most ``max_concurrent`` caps. A zstd frame may ask for a window of at most 8 MiB (or the cap,
+if smaller); zstd's own encoder never needs more below level 20 without ``--long``. An unknown
+encoding is 415 ``unsupported_content_encoding``; a body that does not decode is 400
+``invalid_body_encoding``. Afterwards ``flow.request.body`` holds the decoded bytes and
+``content-encoding`` (and the stale ``content-length``) are gone from ``flow.request.headers``.
+Codex CLI sends zstd bodies.
 
-Settings table ``[plugins.decompress]``: none. Core setting used: ``MAX_DECOMPRESSED_BODY_BYTES``.
+Settings table ``[plugins.decompress]``:
+- ``max_concurrent`` (int, default 4): bodies decoded at the same time.
+
+Core setting used: ``MAX_DECOMPRESSED_BODY_BYTES``.
 """
 
 from __future__ import annotations
@@ -24,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 import brotli
 import zstandard
 
-from codexlb import BadRequest, Flow, PayloadTooLarge, UnsupportedEncoding, hookimpl
+from codexlb import BadRequest, Flow, FlowError, PayloadTooLarge, UnsupportedEncoding, hookimpl
 from codexlb.options import PluginOptions
 
 if TYPE_CHECKING:
@@ -34,12 +42,18 @@ STEP = 64 * 1024
 """Input fed to a decoder per step; output per step is bounded by the room left under the cap."""
 ALIASES = {"x-gzip": "gzip"}
 ZSTD_BLOCK_MAX = 128 * 1024
+ZSTD_MAX_WINDOW = 8 << 20
+"""Largest window a zstd frame may ask for (libzstd allocates it per decode)."""
 THREAD_THRESHOLD = 256 * 1024
 """Compressed bodies larger than this are decoded in a worker thread."""
 
 
 class DecodeError(ValueError):
     """The body is not valid in the declared encoding."""
+
+
+def too_large_message(cap: int) -> str:
+    return f"decompressed request body exceeds {cap} bytes (CODEX_LB_MAX_DECOMPRESSED_BODY_BYTES)"
 
 
 class Sink:
@@ -58,8 +72,8 @@ class Sink:
         if piece:
             self.size += len(piece)
             if self.size > self.cap:
-                raise PayloadTooLarge(f"decompressed request body exceeds {self.cap} bytes "
-                                      "(CODEX_LB_MAX_DECOMPRESSED_BODY_BYTES)")
+                self.parts.clear()
+                raise PayloadTooLarge(too_large_message(self.cap))
             self.parts.append(piece)
 
     def result(self) -> bytes:
@@ -109,8 +123,8 @@ def decode_zstd(data: bytes, cap: int) -> bytes:
     A zstd block yields at most 128 KiB and takes at least 4 bytes (an RLE block), so feeding
     ``4 * room / 128 KiB`` bytes produces at most ``room`` plus one pending block.
     """
-    window = max(1 << 20, 1 << (cap - 1).bit_length())  # no frame makes us allocate much more than the cap
-    dctx = zstandard.ZstdDecompressor(max_window_size=min(window, 1 << 31))
+    window = min(max(1 << 20, 1 << (cap - 1).bit_length()), ZSTD_MAX_WINDOW)
+    dctx = zstandard.ZstdDecompressor(max_window_size=window)
     sink, pos = Sink(cap), 0
     while pos < len(data):
         d = dctx.decompressobj()
@@ -160,15 +174,25 @@ def parse_encodings(header: str) -> list[str]:
 
 
 def decode(data: bytes, codings: list[str], cap: int) -> bytes:
-    """Undo ``codings`` (as listed in the header) last first, each step capped at ``cap``."""
+    """Undo ``codings`` (as listed in the header) last first, each step capped at ``cap``.
+
+    The error raised is a new one, made after the decoder's frames are gone: an exception caught
+    from inside them would keep them alive (through its traceback), and with them the decoder's
+    window and up to a cap of output, for as long as anything holds the error.
+    """
     for coding in reversed(codings):
         if coding == "identity":
             continue
+        refused: FlowError | None = None
         try:
             data = DECODERS[coding](data, cap)
+        except PayloadTooLarge:
+            refused = PayloadTooLarge(too_large_message(cap))
         except ERRORS as exc:
-            raise BadRequest(f"request body could not be decoded as {coding}: {exc}",
-                             code="invalid_body_encoding") from None
+            refused = BadRequest(f"request body could not be decoded as {coding}: {exc}",
+                                 code="invalid_body_encoding")
+        if refused is not None:  # raised here, with no context: see above
+            raise refused
     return data
 
 
@@ -177,10 +201,15 @@ class Decompress:
 
     def __init__(self) -> None:
         self.cap = 32 << 20
+        self.max_concurrent = 4
+        self.slots = asyncio.Semaphore(self.max_concurrent)
 
     @hookimpl
     def configure(self, config: Mapping[str, Any], settings: Settings) -> None:
-        PluginOptions("decompress", config, hint="the cap is CODEX_LB_MAX_DECOMPRESSED_BODY_BYTES")
+        options = PluginOptions("decompress", config, ("max_concurrent",),
+                                hint="the cap is CODEX_LB_MAX_DECOMPRESSED_BODY_BYTES")
+        self.max_concurrent = options.number("max_concurrent", self.max_concurrent, low=1, high=256, integer=True)
+        self.slots = asyncio.Semaphore(self.max_concurrent)
         self.cap = settings.max_decompressed_body_bytes
 
     @hookimpl
@@ -192,9 +221,10 @@ class Decompress:
         codings = parse_encodings(header)
         body = flow.request.body
         if body and any(c != "identity" for c in codings):
-            if len(body) > THREAD_THRESHOLD:  # keep the event loop responsive for big bodies
-                flow.request.body = await asyncio.to_thread(decode, body, codings, self.cap)
-            else:
-                flow.request.body = decode(body, codings, self.cap)
+            async with self.slots:
+                if len(body) > THREAD_THRESHOLD:  # keep the event loop responsive for big bodies
+                    flow.request.body = await asyncio.to_thread(decode, body, codings, self.cap)
+                else:
+                    flow.request.body = decode(body, codings, self.cap)
         headers.pop("content-encoding", None)
         headers.pop("content-length", None)

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import brotli
+import httpx
 import pytest
 import zstandard
 
@@ -22,7 +23,7 @@ from codexlb import BadRequest, ConfigError, PayloadTooLarge, UnsupportedEncodin
 from codexlb.settings import Settings
 from codexlb.testing import make_flow
 from codexlb.testing.harness import proxy_server
-from plugins.decompress import THREAD_THRESHOLD, Decompress
+from plugins.decompress import THREAD_THRESHOLD, Decompress, decode
 
 ROOT = Path(__file__).resolve().parents[2]
 FIXTURE = next(ROOT.joinpath("tests", "fixtures", "codex-cli").glob("F05-*/0006-POST-*.json"))
@@ -167,6 +168,52 @@ async def test_bombs_refused(encoding: str, bomb: bytes) -> None:
 def test_configure_rejects_options() -> None:
     with pytest.raises(ConfigError, match=r"\[plugins.decompress\]"):
         Decompress().configure({"max": 1}, Settings())
+    with pytest.raises(ConfigError, match="max_concurrent"):
+        Decompress().configure({"max_concurrent": 0}, Settings())
+
+
+async def test_concurrent_decodes_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    import threading
+    import time
+
+    import plugins.decompress as module
+
+    active, peak, lock = 0, 0, threading.Lock()
+    real = module.decode
+
+    def counting(data: bytes, codings: list[str], cap: int) -> bytes:
+        nonlocal active, peak
+        with lock:
+            active += 1
+            peak = max(peak, active)
+        time.sleep(0.02)  # let other decodes start, if they may
+        try:
+            return real(data, codings, cap)
+        finally:
+            with lock:
+                active -= 1
+
+    monkeypatch.setattr(module, "decode", counting)
+    p = Decompress()
+    p.configure({"max_concurrent": 2}, Settings(max_decompressed_body_bytes=1 << 20))
+    raw = random.Random(3).randbytes(THREAD_THRESHOLD * 2)
+    body = brotli.compress(raw, quality=0)  # big enough to be decoded in threads
+    flows = [make_flow(headers={"content-encoding": "br"}, body=body) for _ in range(8)]
+    await asyncio.gather(*(p.decode_request(f) for f in flows))
+    assert all(f.request.body == raw for f in flows)
+    assert peak == 2
+
+
+def test_refusal_keeps_no_decoder_alive() -> None:
+    """The 413 carries no traceback into the decoder, so holding it holds no window or output."""
+    with pytest.raises(PayloadTooLarge) as info:
+        decode(zstd_bomb(64 << 20), ["zstd"], 1 << 20)
+    frames = []
+    tb = info.value.__traceback__
+    while tb is not None:
+        frames.append(tb.tb_frame.f_code.co_name)
+        tb = tb.tb_next
+    assert frames[-1] == "decode" and info.value.__context__ is None
 
 
 BOMB_SCRIPT = """
@@ -197,6 +244,46 @@ def test_two_gib_bomb_keeps_memory_near_cap(encoding: str) -> None:
     growth_kib = int(done.stdout.strip())
     print(f"{encoding}: peak RSS +{growth_kib} KiB for a 2 GiB bomb with a 4 MiB cap")
     assert growth_kib < 48 * 1024, f"peak RSS grew by {growth_kib} KiB decoding a 2 GiB {encoding} bomb"
+
+
+def rss_mib(pid: int, key: str = "VmRSS") -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1]) // 1024
+    raise AssertionError(f"{key} not in /proc/{pid}/status")
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="reads /proc/<pid>/status")
+async def test_64_concurrent_bombs_leave_memory_where_it_was(tmp_path: Path) -> None:
+    """A real ``codexlb serve``: 64 zstd bombs of 32 KB (1 GiB each) at once; RSS comes back near where it was.
+
+    Before the fix each refusal kept its decoder's frames (and a cap of output) alive: +1 GB.
+    """
+    from codexlb.testing.fake_upstream import FakeUpstream
+    from tests.core.test_serve import free_port, serve_env, start_server
+
+    bomb = zstd_bomb(1 << 30)
+    assert len(bomb) < 33 * 1024
+    headers = {"content-type": "application/json", "content-encoding": "zstd"}
+    async with FakeUpstream() as fake:
+        port = free_port()
+        env = serve_env(tmp_path, fake, port, CODEX_LB_PIPELINE__PLUGINS=json.dumps(PIPELINE))
+        proc = await start_server(tmp_path, env)
+        try:
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=120) as client:
+                assert (await client.get("/healthz")).status_code == 200
+                before = rss_mib(proc.pid)
+                answers = await asyncio.gather(*(client.post("/backend-api/codex/responses", content=bomb,
+                                                             headers=headers) for _ in range(64)))
+                assert {r.status_code for r in answers} == {413}
+                assert (await client.get("/healthz")).status_code == 200
+                after, peak = rss_mib(proc.pid), rss_mib(proc.pid, "VmHWM")
+        finally:
+            proc.terminate()
+            await proc.wait()
+    print(f"64 concurrent zstd bombs: RSS {before} -> {after} MiB (peak {peak} MiB)")
+    assert after - before < 200, f"RSS grew from {before} to {after} MiB"
+    assert peak - before < 400, f"peak RSS {peak} MiB (from {before} MiB)"
 
 
 # -- over real sockets -----------------------------------------------------------------------------
