@@ -28,7 +28,10 @@ JOB_NAMES = ("usage", "models", "tokens")
 def register(subparsers: Any) -> None:
     """Add ``jobs [--json]``."""
     parser = subparsers.add_parser("jobs", help="background jobs: enabled, leader, last/next run, last error",
-                                   description=__doc__)
+                                   description="The background jobs' status as the running server(s) last "
+                                   "recorded it. Jobs run inside the server; the leader writes each job's status "
+                                   "(enabled, leader, last run, next run, last error) to the meta table, which this "
+                                   "command reads (it never starts a job).")
     parser.add_argument("--json", action="store_true", help="machine-readable output")
     parser.set_defaults(func=show)
 
