@@ -27,7 +27,7 @@ PREFIX = "CODEX_LB_"
 DEFAULT_PLUGINS = (
     "firewall", "decompress", "image_inline",
     "select_sticky", "select_least_used", "select_round_robin",
-    "upstream", "sse_limit", "log_db", "log_stdout",
+    "upstream", "sse_limit", "log_db", "log_stdout", "metrics",
 )
 SECRET_MARKERS = ("KEY", "TOKEN", "SECRET", "PASSWORD")
 TOKEN_SHAPES = re.compile(r"^(eyJ[\w-]+\.[\w-]+\.[\w-]*|sk-[\w-]{8,}|rt_[\w-]{8,})$")
@@ -125,6 +125,9 @@ class Settings:
     log_proxy_request_shape: bool = setting(False, "log the shape of each proxied request")
     log_proxy_request_shape_raw_cache_key: bool = setting(False, "raw prompt cache key in shape logs")
     log_proxy_request_payload: bool = setting(False, "log full request payloads (sensitive)")
+    log_format: str = setting("TEXT", "log line format: text, or json (one object per line, for log shippers)",
+                              choices=("TEXT", "JSON"))
+    metrics_token: str = setting("", "bearer token for GET /metrics from other hosts; empty: loopback only")
     max_decompressed_body_bytes: int = setting(33554432, "largest request body after decompression", min=1)
     max_sse_event_bytes: int = setting(2097152, "largest single upstream SSE event", min=1024)
     image_inline_fetch_enabled: bool = setting(True, "fetch image URLs in requests and inline them")

@@ -42,6 +42,8 @@ class TokenManager:
         self.app = app
         self._inflight: dict[str, asyncio.Task[bool]] = {}
         self._retry_at: dict[str, float] = {}
+        self.refresh_results = {"ok": 0, "failed": 0}
+        """Refreshes by outcome: ``ok`` when a new token arrived (read by the metrics plugin)."""
 
     # -- handing out ------------------------------------------------------------------------
 
@@ -119,6 +121,7 @@ class TokenManager:
         try:
             row = await refresh_stored(store, self.app.settings, account.id, stale_token=stale, force=force)
         except RefreshFailed as exc:
+            self.refresh_results["failed"] += 1
             if exc.permanent:
                 await self._needs_login(account, exc.reason)
             else:
@@ -131,10 +134,13 @@ class TokenManager:
             log.info("account %s was removed while refreshing its tokens", account.label)
             return False
         except Exception as exc:
+            self.refresh_results["failed"] += 1
             self._retry_at[account.id] = time.time() + TRANSIENT_RETRY_SECONDS
             log.error("account %s: token refresh failed: %s", account.label, type(exc).__name__)
             return False
         self._retry_at.pop(account.id, None)
+        if row.access_token != stale:
+            self.refresh_results["ok"] += 1
         self._apply(account, row, refreshed=row.access_token != stale)
         return bool(row.access_token)
 

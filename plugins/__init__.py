@@ -11,4 +11,5 @@ BUILTIN: dict[str, str] = {
     "sse_limit": "plugins.sse_limit:SSELimit",
     "log_db": "plugins.log_db:LogDB",
     "log_stdout": "plugins.log_stdout:LogStdout",
+    "metrics": "plugins.metrics:Metrics",
 }

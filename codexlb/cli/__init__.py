@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import logging
 import sys
 from collections.abc import Sequence
 
 from codexlb.errors import ConfigError, PluginError
+from codexlb.logs import configure_logging
 from codexlb.settings import load_settings
 
 COMMAND_MODULES = ("codexlb.cli.serve", "codexlb.cli.config", "codexlb.cli.db", "codexlb.cli.accounts",
@@ -46,9 +46,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"  {problem}", file=sys.stderr)
         return 2
     if settings is not None:
-        logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-        for noisy in ("httpx", "httpcore", "alembic"):  # one line per upstream call is too much
-            logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
+        configure_logging(settings)
     try:
         return int(args.func(args, settings) or 0)
     except (ConfigError, PluginError) as exc:

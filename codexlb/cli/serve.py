@@ -5,12 +5,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
 import sys
 from typing import Any
 
 from codexlb.errors import ConfigError
-from codexlb.settings import Settings
+from codexlb.settings import PREFIX, Settings
 
 log = logging.getLogger("codexlb.serve")
 
@@ -19,6 +20,8 @@ def register(sub: Any) -> None:
     serve = sub.add_parser("serve", help="run the proxy under Hypercorn")
     serve.add_argument("--host", help="listen address (CODEX_LB_HOST)")
     serve.add_argument("--port", type=int, help="listen port (CODEX_LB_PORT)")
+    serve.add_argument("--workers", type=_workers, default=1,
+                       help="worker processes (each one a replica; more than 1 needs PostgreSQL)")
     serve.set_defaults(func=run_serve)
     fake = sub.add_parser("fake-upstream", help="run the fake ChatGPT backend (demos, benchmarks)")
     fake.add_argument("--host", default="127.0.0.1")
@@ -26,6 +29,16 @@ def register(sub: Any) -> None:
     fake.add_argument("--accounts", type=int, default=3, help="accounts created at start")
     fake.add_argument("--auth-dir", help="write one auth.json per account into this folder")
     fake.set_defaults(func=run_fake, needs_settings=False)
+
+
+def _workers(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"invalid value {text!r}: allowed: a whole number >= 1")
+    return value
 
 
 def hypercorn_config(settings: Settings) -> Any:
@@ -53,6 +66,28 @@ def bind_sockets(config: Any, settings: Settings) -> Any:
         host = f"[{settings.host}]" if ":" in settings.host else settings.host
         reason = exc.strerror or str(exc) or type(exc).__name__
         raise ListenFailed(f"cannot listen on {host}:{settings.port}: {reason}") from None
+
+
+def check_workers(settings: Settings, workers: int) -> None:
+    """Several workers are several replicas of one database: refuse SQLite with the reason."""
+    if workers > 1 and settings.database_url.startswith("sqlite"):
+        raise ConfigError(
+            f"--workers {workers}: each worker is a separate replica with its own account pool, and "
+            "replicas must share a database that several processes write at once; SQLite serialises "
+            "writers on one file. Use PostgreSQL (CODEX_LB_DATABASE_URL=postgresql+asyncpg://...) "
+            "or run a single worker.")
+
+
+def serve_workers(settings: Settings, workers: int) -> int:
+    """Hypercorn's multi-process mode: every worker imports :mod:`codexlb.asgi` (same checks)."""
+    from hypercorn.run import run
+
+    check_workers(settings, workers)
+    os.environ[f"{PREFIX}HOST"], os.environ[f"{PREFIX}PORT"] = settings.host, str(settings.port)
+    config = hypercorn_config(settings)
+    config.workers, config.worker_class, config.application_path = workers, "uvloop", "codexlb.asgi:app"
+    print(f"codexlb listening on http://{settings.host}:{settings.port} ({workers} workers)", flush=True)
+    return run(config)
 
 
 async def serve(settings: Settings) -> int:
@@ -106,6 +141,8 @@ def _close(sockets: Any) -> None:
 
 def run_serve(args: argparse.Namespace, settings: Settings) -> int:
     """Serve until SIGTERM/SIGINT; the bind safety check runs in ``CodexLB.start``."""
+    if args.workers > 1:
+        return serve_workers(settings, args.workers)
     try:
         import uvloop
     except ImportError:  # pragma: no cover - Windows
