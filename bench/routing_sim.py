@@ -3,7 +3,7 @@
     .venv/bin/python -m bench.routing_sim            # ~1.5 minutes
     .venv/bin/python -m bench.routing_sim --quick    # ~30 s
 
-Two identical :class:`~codexlb.testing.sim_upstream.SimUpstream` fakes run in this process (quota
+Two identical :class:`~bench.sim_upstream.SimUpstream` fakes run in this process (quota
 windows with token budgets in compressed time, a prompt cache, slower first events on cache misses),
 with the same accounts and starting usage (some partly spent). The same seeded conversations run at the
 same time against both: one set through ``codexlb serve`` (own process and core, the default plugins that
@@ -31,9 +31,9 @@ import aiohttp
 from bench.fastfake import account_info
 from bench.loadclient import percentile
 from bench.procs import available_plugins, cpu_split, machine, pin, py_spy, start_proxy
+from bench.sim_upstream import SimUpstream
 from bench.workload import Conversation, Oracle, Transcript, demand, ideal_hit_ratio, make_workload
 from codexlb.testing.fake_sse import parse_sse
-from codexlb.testing.sim_upstream import SimUpstream
 
 PRESETS: dict[str, dict[str, Any]] = {
     "default": {"conversations": 40, "spread": 30.0, "turns": (8, 24), "think": (0.3, 2.5), "short": 60},

@@ -15,7 +15,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from codexlb.testing.sim_upstream import SimUpstream
+from bench.sim_upstream import SimUpstream
 
 WORDS = ("def", "class", "return", "import", "self", "value", "async", "await", "test", "config", "error",
          "README", "plugin", "account", "request", "stream", "token", "window", "cache", "router")

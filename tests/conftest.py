@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from codexlb.testing.secrets import LogCapture, find_leaks
+from tests.support.logleaks import LogCapture, find_leaks
 
 VERBOSE_LOGGERS = ("codexlb", "plugins")
 """Our loggers run at DEBUG for the session so that debug lines are checked too."""

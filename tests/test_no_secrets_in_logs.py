@@ -14,7 +14,8 @@ import pytest
 
 from codexlb.testing.fake_upstream import Fault
 from codexlb.testing.harness import proxy_server
-from codexlb.testing.secrets import LogCapture, find_leaks, register_secret
+from codexlb.testing.secrets import register_secret
+from tests.support.logleaks import LogCapture, find_leaks
 
 pytest_plugins = ["pytester"]
 
@@ -75,8 +76,10 @@ def test_find_leaks() -> None:
     assert find_leaks("short") == []
 
 
-def test_session_check_fails_when_a_secret_is_logged(pytester: pytest.Pytester) -> None:
+def test_session_check_fails_when_a_secret_is_logged(pytester: pytest.Pytester,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     conftest = Path(__file__).with_name("conftest.py").read_text()
+    monkeypatch.setenv("PYTHONPATH", str(Path(__file__).resolve().parents[1]))  # the conftest imports tests.support
     pytester.makeconftest(conftest)
     pytester.makepyfile(test_leaky=textwrap.dedent("""
         import logging

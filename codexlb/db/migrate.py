@@ -35,8 +35,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("codexlb.db")
 
-MIGRATIONS_DIR = Path(codexlb.__file__).resolve().parent.parent / "migrations"
-"""The repository's ``migrations/`` folder (the package is installed in editable mode)."""
+MIGRATIONS_DIR = Path(codexlb.__file__).resolve().parent / "migrations"
+"""``codexlb/migrations``: in a checkout a link to the repository's ``migrations/``, in a wheel a copy."""
 PG_MIGRATION_LOCK = 0x636F6465786C62
 """``pg_advisory_xact_lock`` key that serialises migrations of several processes starting at once."""
 

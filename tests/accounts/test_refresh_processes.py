@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 
 from codexlb.app import CodexLB
-from codexlb.testing.db import postgres_base_url, temp_postgres_database
 from codexlb.testing.fake_faults import Fault
 from codexlb.testing.fake_upstream import FakeUpstream
 from tests.accounts.conftest import PIPELINE, make_settings
+from tests.support.postgres import postgres_base_url, temp_postgres_database
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

@@ -1,7 +1,7 @@
 """Fixtures for the storage tests. Every fixture that touches a database runs on both backends.
 
 ``database_url`` is SQLite in ``tmp_path`` or a fresh PostgreSQL database made by
-:func:`codexlb.testing.db.temp_postgres_database` on ``CODEX_LB_TEST_POSTGRES_URL`` (the
+:func:`tests.support.postgres.temp_postgres_database` on ``CODEX_LB_TEST_POSTGRES_URL`` (the
 PostgreSQL half is skipped, with the reason shown, when that variable is unset). Other suites can
 copy ``backend`` + ``database_url`` or call the helper directly.
 """
@@ -21,7 +21,7 @@ from codexlb.db.engine import make_engine, make_sessionmaker
 from codexlb.db.migrate import MIGRATIONS_DIR, MigrationReport, head_revision, prepare_database
 from codexlb.db.store import AccountStore
 from codexlb.settings import Settings
-from codexlb.testing.db import postgres_base_url, temp_postgres_database
+from tests.support.postgres import postgres_base_url, temp_postgres_database
 
 BACKENDS = ("sqlite", "postgresql")
 

@@ -13,8 +13,8 @@ from sqlalchemy.engine import make_url
 
 from codexlb.app import CodexLB
 from codexlb.db.registry import get_meta
-from codexlb.testing.db import postgres_base_url, temp_postgres_database
 from codexlb.testing.fake_upstream import FakeUpstream
+from tests.support.postgres import postgres_base_url, temp_postgres_database
 
 from .conftest import FakeClock, running_lb
 

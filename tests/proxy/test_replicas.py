@@ -5,13 +5,13 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from codexlb.testing.db import postgres_base_url, temp_postgres_database
 from codexlb.testing.fake_faults import Fault
 from codexlb.testing.fake_upstream import FakeUpstream
 from codexlb.testing.harness import proxy_server
 from codexlb.types import AccountStatus
 from tests.proxy.conftest import PIPELINE
 from tests.proxy.test_failover import BODY
+from tests.support.postgres import postgres_base_url, temp_postgres_database
 
 
 async def test_replicas_share_the_pool_through_the_database(tmp_path: Path) -> None:
