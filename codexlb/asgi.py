@@ -3,11 +3,12 @@
     hypercorn --config deploy/hypercorn.toml codexlb.asgi:app
 
 Importing this module loads and validates the settings (environment, ``.env``, ``.env.local``
-and ``settings.toml`` in the working directory), sets up logging and runs the start-up checks of
-``codexlb serve`` (the bind safety check included); a problem is printed and the process exits
-with status 2. Migrations, plugins and background jobs start in the ASGI lifespan, as under
-``codexlb serve``. The server's bind must match ``CODEX_LB_HOST``/``CODEX_LB_PORT``: the bind
-safety check judges ``CODEX_LB_HOST``.
+and ``settings.toml`` in the working directory), sets up logging and builds the app; a problem is
+printed and the process exits with status 2. The app starts in the ASGI lifespan exactly as under
+``codexlb serve`` (:meth:`codexlb.app.CodexLB.start`: the bind safety check, migrations, plugins,
+background jobs). A refusal there (an unsafe bind, a bad plugin) is one line and exit status 2; an
+unreachable database or a failed migration is one line and exit status 1. The server's bind must
+match ``CODEX_LB_HOST``/``CODEX_LB_PORT``: the bind safety check judges ``CODEX_LB_HOST``.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import sys
 
 from quart import Quart
 
-from codexlb.app import create_app
+from codexlb.app import create_app, lb_of
 from codexlb.errors import ConfigError, PluginError
 from codexlb.logs import configure_logging
 from codexlb.settings import load_settings
@@ -24,16 +25,34 @@ from codexlb.settings import load_settings
 __all__ = ["app", "load_app"]
 
 
+def _refuse(problems: list[str], status: int) -> SystemExit:
+    print("codexlb: cannot start:", *(f"  {p}" for p in problems), sep="\n", file=sys.stderr, flush=True)
+    return SystemExit(status)
+
+
 def load_app() -> Quart:
-    """Settings, logging and start-up checks, then the app; exit status 2 on a problem."""
+    """Settings, logging and the app, whose start exits the process on a problem (status 2 or 1)."""
     try:
         settings = load_settings()
         configure_logging(settings)
-        return create_app(settings)
+        quart = create_app(settings)
     except (ConfigError, PluginError) as exc:
-        problems = exc.problems if isinstance(exc, ConfigError) else [str(exc)]
-        print("codexlb: cannot start:", *(f"  {p}" for p in problems), sep="\n", file=sys.stderr, flush=True)
-        raise SystemExit(2) from None
+        raise _refuse(exc.problems if isinstance(exc, ConfigError) else [str(exc)], 2) from None
+
+    @quart.before_serving
+    async def start() -> None:
+        """Start before the app's lifespan does (that start is then a no-op), ending the process on a
+        refusal: an ASGI server would log a traceback and go on, or exit 1, without this."""
+        from codexlb.db.migrate import DatabaseUnavailable, MigrationFailed
+
+        try:
+            await lb_of(quart).start()
+        except (ConfigError, PluginError) as exc:
+            raise _refuse(exc.problems if isinstance(exc, ConfigError) else [str(exc)], 2) from None
+        except (MigrationFailed, DatabaseUnavailable) as exc:
+            raise _refuse([str(exc)], 1) from None
+
+    return quart
 
 
 app = load_app()

@@ -60,6 +60,7 @@ from quart import request as quart_request  # noqa: TID251 - a route handler has
 from codexlb import Flow, hookimpl
 from codexlb.errors import UpstreamError
 from codexlb.flow import StashKey
+from codexlb.forwarding import forwarded_clients, is_loopback
 from codexlb.options import PluginOptions
 from codexlb.types import AccountStatus
 
@@ -98,6 +99,13 @@ def route_reason(route: str) -> str:
         after = after if after.isdigit() and len(after) == 3 else error_class(after)
         reason = f"fallback-after-{after}"
     return f"{strategy[:32]}:{reason[:48]}" if reason else strategy[:32]
+
+
+def from_this_machine() -> bool:
+    """Whether the request comes from this machine: a loopback peer, and no forwarding header names
+    a client (a local reverse proxy relaying a remote one), read by :mod:`codexlb.forwarding`."""
+    client = quart_request.scope.get("client")
+    return is_loopback(str(client[0]) if client else None) and not forwarded_clients(quart_request.headers)
 
 
 def account_label(account: Account) -> str:
@@ -258,7 +266,6 @@ class Metrics:
     async def serve(self) -> Any:
         """``GET /metrics``: the Prometheus text format, for allowed scrapers only."""
         from codexlb.web import json_error
-        from codexlb.web.api import from_this_machine
 
         scheme, _, offered = quart_request.headers.get("authorization", "").partition(" ")
         if self.token and scheme.lower() == "bearer" and offered:

@@ -79,10 +79,18 @@ def check_workers(settings: Settings, workers: int) -> None:
 
 
 def serve_workers(settings: Settings, workers: int) -> int:
-    """Hypercorn's multi-process mode: every worker imports :mod:`codexlb.asgi` (same checks)."""
+    """Hypercorn's multi-process mode: every worker imports :mod:`codexlb.asgi` (same checks).
+
+    The plugins and the bind are also checked here, once, before any worker starts: Hypercorn's
+    parent exits 0 whatever its workers exit with, so a refusal must not be left to them.
+    """
     from hypercorn.run import run
 
+    from codexlb.bindcheck import check_bind
+    from codexlb.cli.config import check_plugins
+
     check_workers(settings, workers)
+    check_bind(settings, check_plugins(settings))
     os.environ[f"{PREFIX}HOST"], os.environ[f"{PREFIX}PORT"] = settings.host, str(settings.port)
     config = hypercorn_config(settings)
     config.workers, config.worker_class, config.application_path = workers, "uvloop", "codexlb.asgi:app"

@@ -2,7 +2,8 @@
 
 Each request (and WebSocket handshake) falls in one of three kinds, by path:
 
-- public: ``/healthz`` and ``/readyz``, answered to anyone;
+- public: ``/healthz`` and ``/readyz``, answered to anyone, and ``/metrics``, which applies its own
+  rule (the metrics plugin: this machine, or the metrics token; client keys do not apply to it);
 - admin: ``/api`` and below, behind :func:`codexlb.web.admin_guard.refusal` (this machine only,
   ``Host``/``Origin`` checked, JSON bodies only);
 - client: every other route, including those plugins register. Its :class:`Flow` is built here and
@@ -25,7 +26,7 @@ from codexlb.web import current_request
 from codexlb.web.admin_guard import refusal
 from codexlb.web.respond import to_quart
 
-PUBLIC_PATHS = frozenset({"/healthz", "/readyz"})
+PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 ADMIN_PREFIX = "/api"
 FLOW_KEY = "codexlb_flow"
 RouteKind = Literal["public", "admin", "client"]

@@ -80,6 +80,15 @@ async def test_workers_refused_on_sqlite(tmp_path: Path) -> None:
     assert not (tmp_path / "data" / "store.db").exists()  # refused before touching anything
 
 
+async def test_workers_refuse_an_open_bind_once(tmp_path: Path) -> None:
+    async with FakeUpstream() as fake, temp_postgres_database(postgres_base_url()) as url:
+        env = codexlb_env(tmp_path, fake, free_port(), PLUGINS, CODEX_LB_DATABASE_URL=url, CODEX_LB_HOST="0.0.0.0")
+        proc = await start(codexlb_serve("--workers", "2"), env, tmp_path)
+        out, err = await proc.communicate()
+    assert proc.returncode == 2
+    assert err.decode().count("refusing to listen on '0.0.0.0'") == 1 and b"listening on" not in out
+
+
 def worker_processes(parent: int) -> list[int]:
     """Children of ``parent`` that are multiprocessing workers (not the resource tracker)."""
     found = []

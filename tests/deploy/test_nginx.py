@@ -18,6 +18,17 @@ from tests.deploy.procs import BODY, codexlb_env, codexlb_serve, free_port, ngin
 
 PLUGINS = ("firewall", "decompress", "select_round_robin", "upstream", "metrics")
 LIMIT = 65536
+REQUEST_IDS = """
+import logging
+
+from codexlb import hookimpl
+
+
+class RequestIds:
+    @hookimpl
+    async def flow_done(self, flow):
+        logging.getLogger("codexlb.request_ids").warning("x-request-id=%s", flow.request.headers.get("x-request-id"))
+"""
 
 
 @pytest.fixture(name="fake")
@@ -29,8 +40,9 @@ async def _fake() -> AsyncIterator[FakeUpstream]:
 async def test_a_streamed_turn_arrives_unbuffered(tmp_path: Path, fake: FakeUpstream) -> None:
     await seed_accounts(tmp_path, fake, 1)
     port, front = free_port(), free_port()
-    env = codexlb_env(tmp_path, fake, port, PLUGINS)
-    async with running(codexlb_serve(), env, tmp_path, f"http://127.0.0.1:{port}/readyz"), \
+    (tmp_path / "request_ids.py").write_text(REQUEST_IDS)  # what codexlb receives (not sent upstream)
+    env = codexlb_env(tmp_path, fake, port, (*PLUGINS, "request_ids:RequestIds"))
+    async with running(codexlb_serve(), env, tmp_path, f"http://127.0.0.1:{port}/readyz") as proc, \
             nginx(tmp_path / "nginx", listen=front, upstream=port):
         account = next(iter(fake.accounts.values()))
         served_at_first_event: list[int] = []
@@ -47,9 +59,11 @@ async def test_a_streamed_turn_arrives_unbuffered(tmp_path: Path, fake: FakeUpst
         assert b"response.completed" in body and account.responses_served == 1
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{front}", timeout=30) as client:
             assert (await client.post("/backend-api/codex/responses", json=BODY)).status_code == 200
-        kept, made = (r.headers.get("x-request-id") for r in fake.requests_for("responses"))
-        assert kept == "req-abc-123"  # the client's id travels on; without one, nginx makes one
-        assert made is not None and len(made) == 32 and made != kept
+        assert await stop(proc) == 0
+    _, err = await proc.communicate()
+    seen = [line.rsplit("x-request-id=", 1)[1] for line in err.decode().splitlines() if "x-request-id=" in line]
+    assert len(seen) == 2 and seen[0] == "req-abc-123"  # the client's id travels on; without one, nginx makes one
+    assert len(seen[1]) == 32 and seen[1] != seen[0]
 
 
 async def test_client_ip_from_forwarded_for_and_allowlist(tmp_path: Path, fake: FakeUpstream) -> None:

@@ -14,9 +14,9 @@ from codexlb.db.engine import make_engine, make_sessionmaker
 from codexlb.db.requestlog import recent_request_logs
 from codexlb.flow import session_key_hash
 from codexlb.testing import make_flow
-from codexlb.testing.db import postgres_base_url, temp_postgres_database
 from codexlb.testing.harness import proxy_server
 from plugins.log_db import LogDB
+from tests.support.postgres import postgres_base_url, temp_postgres_database
 
 PIPELINE = ("select_round_robin", "upstream", "log_db")
 BODY = {"model": "gpt-5.5", "input": [{"type": "message", "role": "user",

@@ -9,9 +9,12 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from codexlb.testing.fake_faults import Fault
 from codexlb.testing.harness import ProxyHarness, proxy_server
+from codexlb.testing.secrets import register_secret
 from plugins.metrics import account_label, error_class, route_reason
 
 PIPELINE = ("firewall", "select_sticky", "select_least_used", "select_round_robin", "upstream", "metrics")
+CLIENT_KEY = "sk-codexlb-metrics-client-key-0123456789"
+register_secret(CLIENT_KEY)
 BODY = {"model": "gpt-5.5", "instructions": "", "input": [{"type": "message", "role": "user",
         "content": [{"type": "input_text", "text": "hi"}]}], "stream": True, "store": False}
 
@@ -121,3 +124,15 @@ def test_labels_stay_bounded() -> None:
     assert route_reason("sticky:fallback-after-anything_goes") == "sticky:fallback-after-other"
     assert route_reason("least_used:fallback-after-429") == "least_used:fallback-after-429"
     assert route_reason("") == "none"
+
+
+async def test_client_keys_do_not_guard_metrics(tmp_path: Path) -> None:
+    """``/metrics`` has its own rule; client admission (keys, allowlist) is for client routes."""
+    remote = {"x-forwarded-for": "203.0.113.7"}
+    async with proxy_server(tmp_path, accounts=0, pipeline=PIPELINE, api_keys=(CLIENT_KEY,),
+                            metrics_token="s3cret-metrics") as proxy:
+        assert (await proxy.client.get("/v1/models")).status_code == 401  # a client route: keys apply
+        await scrape(proxy)  # this machine, no client key
+        await scrape(proxy, **remote, authorization="Bearer s3cret-metrics")
+        with_key = await proxy.client.get("/metrics", headers={**remote, "authorization": f"Bearer {CLIENT_KEY}"})
+        assert with_key.status_code == 401 and with_key.json()["error"]["code"] == "invalid_metrics_token"
