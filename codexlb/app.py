@@ -18,6 +18,7 @@ from codexlb.pool import AccountPool
 from codexlb.settings import Settings, load_settings
 from codexlb.tasks import TaskSet
 from codexlb.tokens import TokenManager
+from codexlb.websocket.registry import Connections
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
@@ -42,6 +43,8 @@ class CodexLB:
         self.tokens = TokenManager(self)
         self.pipeline = Pipeline(self)
         self.tasks = TaskSet()
+        self.websockets = Connections()
+        """Open WebSocket sessions (drained on SIGTERM)."""
         self.engine: AsyncEngine | None = None
         self.sessionmaker: async_sessionmaker[AsyncSession] | None = None
         self.cipher: TokenCipher | None = None
@@ -136,7 +139,7 @@ class CodexLB:
 
 def create_app(settings: Settings | None = None, *, plugins: Iterable[object] = ()) -> Quart:
     """Build the Quart app; ``plugins`` are extra plugin objects, called before the listed ones."""
-    from codexlb.web import admin, admission, api, compat, jobs_api, proxy
+    from codexlb.web import admin, admission, api, compat, jobs_api, proxy, responses_ws
 
     settings = settings or load_settings()
     lb = CodexLB(settings, plugins)
@@ -145,7 +148,7 @@ def create_app(settings: Settings | None = None, *, plugins: Iterable[object] = 
                       BODY_TIMEOUT=120, PROVIDE_AUTOMATIC_OPTIONS=False)
     app.codexlb = lb  # type: ignore[attr-defined]
     lb.quart = app
-    for blueprint in (proxy.blueprint, compat.blueprint, admin.blueprint, api.blueprint,
+    for blueprint in (proxy.blueprint, compat.blueprint, responses_ws.blueprint, admin.blueprint, api.blueprint,
                       jobs_api.blueprint, *lb.hooks.register_routes()):  # jobs_api: issue 6 (after proxy)
         app.register_blueprint(blueprint)
     admission.install(app)  # every route: client admission, the admin guard, or public

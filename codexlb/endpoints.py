@@ -191,6 +191,10 @@ def adapter_for(flow: Flow) -> Adapter:
     endpoint = flow.request.endpoint
     if endpoint == "codex_responses":
         return Adapter()
+    if endpoint == "codex_websocket":
+        from codexlb.websocket.frames import WebSocketAdapter
+
+        return WebSocketAdapter()
     if endpoint == "codex_compact":
         return CompactAdapter()
     if endpoint == "responses":

@@ -130,6 +130,13 @@ class Settings:
     metrics_token: str = setting("", "bearer token for GET /metrics from other hosts; empty: loopback only")
     max_decompressed_body_bytes: int = setting(33554432, "largest request body after decompression", min=1)
     max_sse_event_bytes: int = setting(2097152, "largest single upstream SSE event", min=1024)
+    websocket_max_message_bytes: int = setting(
+        16777216, "largest client WebSocket message (a larger one closes the socket with 1009)", min=1024)
+    websocket_max_context_bytes: int = setting(
+        33554432, "largest conversation context one WebSocket connection keeps (beyond it: close 1009)",
+        min=1024)
+    websocket_idle_timeout_seconds: float = setting(
+        900.0, "a WebSocket with no client message for this long is closed (1000)", min=0.001)
     image_inline_fetch_enabled: bool = setting(True, "fetch image URLs in requests and inline them")
     image_inline_allowed_hosts: tuple[str, ...] = setting((), "hosts allowed for inline fetching",
                                                           kind="list")

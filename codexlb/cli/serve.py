@@ -49,6 +49,7 @@ def hypercorn_config(settings: Settings) -> Any:
     config.bind = [f"{host}:{settings.port}"]
     config.graceful_timeout = settings.shutdown_grace_seconds
     config.keep_alive_timeout = 75
+    config.websocket_max_message_size = 2 * settings.websocket_max_message_bytes  # the app answers up to 2x
     config.accesslog = None
     config.errorlog = logging.getLogger("hypercorn.error")
     return config
@@ -127,8 +128,13 @@ async def serve(settings: Settings) -> int:
         raise
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+
+    def stopping() -> None:
+        lb.websockets.drain()  # no new WebSocket turns; idle sockets close with 1001
+        stop.set()
+
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(sig, stopping)
     for sock in sockets.insecure_sockets:
         sock.listen(config.backlog)  # connections queue from now on; Hypercorn accepts them
     host, port = sockets.insecure_sockets[0].getsockname()[:2]

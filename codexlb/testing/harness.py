@@ -74,6 +74,7 @@ async def serve_app(app: Any, sock: socket.socket, shutdown: asyncio.Event) -> N
     config.bind = [f"fd://{sock.fileno()}"]
     config.graceful_timeout = 2.0
     config.accesslog = None
+    config.websocket_max_message_size = 2 * app.codexlb.settings.websocket_max_message_bytes
     await serve(app, config, shutdown_trigger=shutdown.wait)
 
 
@@ -106,6 +107,7 @@ async def proxy_server(tmp_path: Path, *, accounts: int = 2, fake: FakeUpstream 
             await _wait_ready(client, server)
             yield ProxyHarness(url, fake, lb, client, fake_accounts)
         finally:
+            lb.websockets.drain()
             shutdown.set()
             await server
             with contextlib.suppress(OSError):

@@ -5,10 +5,9 @@
 - ``GET /backend-api/wham/settings/user``: ``{}``, as the backend answers for default settings.
 - ``GET /backend-api/wham/usage``: the pool's combined usage: used percent is the share of the
   pool's quota spent (over active accounts), ``reset_at`` the earliest reset.
-- ``GET /backend-api/codex/responses``: Codex tries a WebSocket first; 426 makes it fall back to
-  HTTP streaming. The same answer goes to a plain GET and to a real WebSocket handshake (as an
-  HTTP answer instead of accepting the socket), until a WebSocket transport replaces
-  :func:`responses_websocket`.
+- ``GET /backend-api/codex/responses`` without a WebSocket handshake (HTTP/2, or a client that
+  checks first): 426, so a client falls back to HTTP streaming. The handshake itself is served
+  by :mod:`codexlb.web.websocket`.
 
 Like every client route, these are admitted first (:mod:`codexlb.web.admission`).
 """
@@ -76,18 +75,12 @@ async def wham_usage() -> Any:
 
 
 def _upgrade_required() -> Any:
-    return json_error(426, "websocket_not_supported",
-                      "codexlb serves responses over HTTP streaming; WebSocket is not supported",
+    return json_error(426, "upgrade_required",
+                      "send a WebSocket handshake (Upgrade: websocket) or POST for HTTP streaming",
                       headers={"upgrade": "websocket"})
 
 
 @blueprint.get("/backend-api/codex/responses")
 async def responses_websocket_probe() -> Any:
     """A GET without a WebSocket handshake (HTTP/2, or a client that checks first)."""
-    return _upgrade_required()
-
-
-@blueprint.websocket("/backend-api/codex/responses")
-async def responses_websocket() -> Any:
-    """A WebSocket handshake: refused with the 426 answer, so Codex falls back to HTTP."""
     return _upgrade_required()
