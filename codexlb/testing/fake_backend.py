@@ -55,7 +55,7 @@ class FakeBackend:
         """Route table for the backend endpoints."""
         return [
             web.post("/backend-api/codex/responses", self._responses),
-            web.get("/backend-api/codex/responses", self._websocket_refused),
+            web.get("/backend-api/codex/responses", self._websocket),
             web.post("/backend-api/codex/responses/compact", self._compact),
             web.get("/backend-api/codex/models", self._models),
             web.get("/backend-api/wham/usage", self._usage),
@@ -307,9 +307,11 @@ class FakeBackend:
         await response.write_eof()
         return response
 
-    async def _websocket_refused(self, request: web.Request) -> web.StreamResponse:
-        """WebSocket transport is not implemented: 426 makes Codex fall back to HTTP at once."""
-        return web.json_response({"detail": "Upgrade Required"}, status=426)
+    async def _websocket(self, request: web.Request) -> web.StreamResponse:
+        """The WebSocket transport (:mod:`codexlb.testing.fake_ws`); 426 for a plain GET or when off."""
+        from codexlb.testing.fake_ws import serve_websocket
+
+        return await serve_websocket(self, request)
 
     async def _compact(self, request: web.Request) -> web.StreamResponse:
         """``POST /codex/responses/compact``: keep user messages, append one compaction item."""

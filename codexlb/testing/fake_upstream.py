@@ -13,6 +13,7 @@ Usage grows by ``primary_step``/``secondary_step`` percent per completed respons
 account answers 429 ``usage_limit_reached`` until its window resets (per ``clock``). A request with
 function tools gets a function call instead of text when ``tool_choice`` is ``"required"`` or names a
 function, or when the last input item is a user message containing "call tool" (see ``fake_sse.pick_tool``).
+The same path speaks Codex's WebSocket transport (``codexlb.testing.fake_ws``; ``websocket=False``: 426).
 """
 
 from __future__ import annotations
@@ -55,7 +56,7 @@ class FakeUpstream:
         event_delay: float = 0.0, first_event_delay: float = 0.0, strict_models: bool = False,
         require_account_header: bool = True, invalidate_rotated_access_tokens: bool = True,
         device_interval: int = 5, primary_step: float = 0.1, secondary_step: float = 0.01,
-        clock: Callable[[], float] = time.time, seed: str = "fake",
+        clock: Callable[[], float] = time.time, seed: str = "fake", websocket: bool = True,
     ) -> None:
         self.host, self.port = host, port
         self.events, self.reply_text, self.reasoning = events, reply_text, reasoning
@@ -64,6 +65,8 @@ class FakeUpstream:
         self.strict_models, self.require_account_header = strict_models, require_account_header
         self.invalidate_rotated_access_tokens = invalidate_rotated_access_tokens
         self.clock, self.seed = clock, seed
+        self.websocket = websocket
+        """Serve the WebSocket transport on ``GET /codex/responses`` (else 426, HTTP only)."""
         self.primary_step, self.secondary_step = primary_step, secondary_step
         self.ids = IdMaker(seed)
         self.accounts: dict[str, FakeAccount] = {}

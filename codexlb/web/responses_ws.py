@@ -24,5 +24,5 @@ async def responses_websocket() -> Any:
     lb = lb_of(current_app)
     flow = admitted_flow()
     await websocket.accept()
-    socket = websocket._get_current_object()  # the connection itself, usable from the reader task
+    socket = websocket._get_current_object()  # type: ignore[attr-defined]  # usable from the reader task
     await WebSocketSession(lb, socket, flow, lb.websockets).run()

@@ -1,8 +1,8 @@
 """One admission path: every client route in the app's URL map refuses an unadmitted client.
 
 Over real sockets, with the firewall enforcing client keys or an allowlist. The WebSocket
-handshake on ``/backend-api/codex/responses`` is admitted too, and refused with 426 so Codex
-falls back to HTTP.
+handshake on ``/backend-api/codex/responses`` is admitted too: refused like any route, or upgraded
+for an admitted client; a plain GET there gets 426 so a client falls back to HTTP.
 """
 
 from __future__ import annotations
@@ -78,19 +78,19 @@ async def test_admitted_client_reaches_the_routes(tmp_path: Path) -> None:
         assert usage.status_code == 200 and "rate_limit" in usage.json()
         check = await proxy.client.get("/backend-api/wham/accounts/check", headers={"x-api-key": KEY})
         assert check.status_code == 200 and check.json()["accounts"]
-        assert await websocket_status(proxy.url.replace("http", "ws") + "/backend-api/codex/responses", auth) == 426
+        async with aiohttp.ClientSession() as session, session.ws_connect(
+                proxy.url.replace("http", "ws") + "/backend-api/codex/responses", headers=auth) as ws:
+            await ws.send_json({"type": "response.create", "model": "gpt-5.5", "input": "hi", "store": False})
+            while (frame := await ws.receive_json(timeout=10))["type"] != "response.completed":
+                assert frame["type"] != "error", frame
 
 
-async def test_websocket_handshake_gets_426_and_codex_falls_back_to_http(tmp_path: Path) -> None:
+async def test_plain_get_gets_426_and_a_client_falls_back_to_http(tmp_path: Path) -> None:
     async with proxy_server(tmp_path, accounts=1) as proxy:
-        ws_url = proxy.url.replace("http", "ws") + "/backend-api/codex/responses"
-        assert await websocket_status(ws_url) == 426  # aiohttp's handshake; its body is read below
         port = int(proxy.url.rsplit(":", 1)[1])
-        answer = await raw_request(port, "GET", "/backend-api/codex/responses", [
-            ("Host", f"127.0.0.1:{port}"), ("Connection", "Upgrade"), ("Upgrade", "websocket"),
-            ("Sec-WebSocket-Version", "13"), ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ==")])
+        answer = await raw_request(port, "GET", "/backend-api/codex/responses", [("Host", f"127.0.0.1:{port}")])
         assert answer.status == 426 and answer.headers.get("upgrade") == "websocket"
-        assert answer.json()["error"]["code"] == "websocket_not_supported"
+        assert answer.json()["error"]["code"] == "upgrade_required"
         body: dict[str, Any] = {"model": "gpt-5.5", "input": "hi", "store": False, "stream": True}
         fallback = await proxy.client.post("/backend-api/codex/responses", json=body)
         assert fallback.status_code == 200 and b"response.completed" in fallback.content

@@ -80,7 +80,7 @@ async def test_codex_startup_calls_answered_for_the_pool(proxy: ProxyHarness) ->
     assert usage["rate_limit"]["allowed"] is True
     assert usage["rate_limit"]["primary_window"]["limit_window_seconds"] == 300 * 60
     ws = await proxy.client.get("/backend-api/codex/responses")
-    assert ws.status_code == 426 and ws.json()["error"]["code"] == "websocket_not_supported"
+    assert ws.status_code == 426 and ws.json()["error"]["code"] == "upgrade_required"
 
 
 async def test_models_passthrough(proxy: ProxyHarness) -> None:
