@@ -18,7 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
-from codexlb.settings import DEFAULT_PLUGINS, load_settings
+from codexlb.settings import load_settings
+from plugins import DEFAULT_PLUGINS
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PAGE_KB = os.sysconf("SC_PAGE_SIZE") // 1024

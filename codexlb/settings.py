@@ -1,34 +1,23 @@
-"""Settings: every value, its type, default and check, loaded with dynaconf.
+"""Settings: every value, its type, default and check.
 
 Precedence, highest first: process environment (``CODEX_LB_*``) > ``.env.local`` > ``.env`` >
 ``settings.toml`` > the defaults declared on :class:`Settings`. Nested keys use ``__``
-(``CODEX_LB_PLUGINS__FIREWALL__ALLOW``). :func:`load_settings` reports every bad value at once.
+(``CODEX_LB_PLUGINS__FIREWALL__ALLOW``). :func:`load_settings` reports every bad value at once;
+how (dynaconf loaders and validators made from these declarations) is :mod:`codexlb.settings_load`.
 """
 
 from __future__ import annotations
 
-import difflib
-import ipaddress
 import os
 import re
-import tomllib
 from collections.abc import Mapping
-from dataclasses import MISSING, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from dotenv import dotenv_values
-from dynaconf import Dynaconf
-from dynaconf.utils.parse_conf import parse_conf_data
-
-from codexlb.errors import ConfigError
+from plugins import DEFAULT_PLUGINS
 
 PREFIX = "CODEX_LB_"
-DEFAULT_PLUGINS = (
-    "firewall", "decompress", "image_inline",
-    "select_sticky", "select_least_used", "select_round_robin",
-    "upstream", "sse_limit", "log_db", "log_stdout", "metrics",
-)
 SECRET_MARKERS = ("KEY", "TOKEN", "SECRET", "PASSWORD")
 TOKEN_SHAPES = re.compile(r"^(eyJ[\w-]+\.[\w-]+\.[\w-]*|sk-[\w-]{8,}|rt_[\w-]{8,})$")
 
@@ -220,199 +209,6 @@ def load_settings(root: str | Path | None = None, environ: Mapping[str, str] | N
     :param environ: the process environment (default: ``os.environ``).
     :param overrides: values that win over everything (used by the CLI's ``--host``/``--port``).
     """
-    root = Path(root or os.getcwd())
-    environ = os.environ if environ is None else environ
-    toml_file = Path(environ.get(PREFIX + "SETTINGS_FILE") or root / "settings.toml")
-    env = environ.get(PREFIX + "ENV") or "default"
-    _check_env(env, toml_file)
-    dyn = Dynaconf(settings_files=[str(toml_file)] if toml_file.exists() else [], environments=True,
-                   env=env, loaders=[], merge_enabled=True)
-    sources: dict[str, str] = {}
-    raw: dict[str, Any] = {}
-    problems: list[str] = []
-    for key, value in dyn.as_dict(internal=False).items():
-        _take(raw, sources, key, value, toml_file.name, problems)
-    layers = [(".env", dotenv_values(root / ".env")), (".env.local", dotenv_values(root / ".env.local")),
-              ("environment", environ)]
-    for label, values in layers:
-        for name, text in values.items():
-            if name.startswith(PREFIX) and name not in (PREFIX + "ENV", PREFIX + "SETTINGS_FILE") \
-                    and not name.startswith(PREFIX + "TEST_"):
-                _take(raw, sources, name[len(PREFIX):], _parse_env(text), label, problems)
-    for key, value in overrides.items():
-        if value is not None:
-            raw[key.upper()], sources[key.upper()] = value, "command line"
-    return _build(raw, sources, problems)
+    from codexlb.settings_load import load
 
-
-def _check_env(env: str, toml_file: Path) -> None:
-    """Refuse a ``CODEX_LB_ENV`` that names no section of the settings file (``default`` always exists)."""
-    if env.lower() == "default":
-        return
-    if not toml_file.exists():
-        raise ConfigError(f"{PREFIX}ENV={env!r}: there is no settings file ({toml_file}) to take a [{env}] "
-                          f"section from; unset {PREFIX}ENV or create the file")
-    try:
-        sections = {name.lower() for name, value in tomllib.loads(toml_file.read_text(encoding="utf-8")).items()
-                    if isinstance(value, dict)}
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-        raise ConfigError(f"{toml_file}: cannot read: {exc}") from None
-    if env.lower() not in sections:
-        known = ", ".join(f"[{name}]" for name in sorted(sections | {"default"}))
-        raise ConfigError(f"{PREFIX}ENV={env!r}: {toml_file.name} has no [{env}] section; sections: {known} "
-                          f"(unset {PREFIX}ENV for [default])")
-
-
-def _parse_env(text: str | None) -> Any:
-    return parse_conf_data(text or "", tomlfy=True)
-
-
-def _take(raw: dict[str, Any], sources: dict[str, str], key: str, value: Any, label: str,
-          problems: list[str]) -> None:
-    """Put one (possibly nested, ``A__B__C``) value into ``raw``, remembering where it came from."""
-    parts = key.upper().split("__")
-    head = parts[0]
-    if head == "PIPELINE" and len(parts) == 1 and isinstance(value, Mapping):
-        for sub, val in value.items():
-            _take(raw, sources, f"PIPELINE__{sub}", val, label, problems)
-        return
-    if head == "PIPELINE":
-        if parts[1:] != ["PLUGINS"]:
-            problems.append(f"PIPELINE__{'__'.join(parts[1:])}: unknown key (allowed: pipeline.plugins)")
-            return
-        raw["PIPELINE_PLUGINS"], sources["PIPELINE_PLUGINS"] = value, label
-        return
-    if head == "PLUGINS":
-        options = raw.setdefault("PLUGINS", {})
-        if len(parts) == 1:
-            if not isinstance(value, Mapping):
-                problems.append(f"PLUGINS: value {value!r} is not a table of plugin options")
-                return
-            for name, table in value.items():
-                _take(raw, sources, f"PLUGINS__{name}", table, label, problems)
-            return
-        name = parts[1].lower()
-        if len(parts) == 2:
-            if not isinstance(value, Mapping):
-                problems.append(f"PLUGINS__{parts[1]}: value {value!r} is not a table of options")
-                return
-            for opt, val in value.items():
-                _take(raw, sources, f"PLUGINS__{name}__{opt}", val, label, problems)
-            return
-        options.setdefault(name, {})["__".join(parts[2:]).lower()] = value
-        sources[f"PLUGINS.{name}.{'.'.join(parts[2:]).lower()}"] = label
-        return
-    if key.upper() not in SETTING_FIELDS:
-        close = difflib.get_close_matches(key.upper(), SETTING_FIELDS, n=3)
-        hint = f" (did you mean {', '.join(close)}?)" if close else ""
-        problems.append(f"{PREFIX}{key.upper()}: unknown setting from {label}{hint}")
-        return
-    raw[key.upper()], sources[key.upper()] = value, label
-
-
-def _build(raw: dict[str, Any], sources: dict[str, str], problems: list[str]) -> Settings:
-    values: dict[str, Any] = {}
-    for name, f in SETTING_FIELDS.items():
-        if name not in raw:
-            sources.setdefault(name, "default")
-        value = raw.get(name, getattr(Settings, f.name, None) if f.default_factory is MISSING
-                         else f.default_factory())
-        try:
-            values[f.name] = _convert(f, value)
-        except ValueError as exc:
-            problems.append(f"{PREFIX}{name}: invalid value {value!r}: {exc}")
-    if problems:
-        raise ConfigError(problems)
-    _follow_data_dir(values, raw)
-    return Settings(**values, plugin_options=raw.get("PLUGINS", {}), sources=sources)
-
-
-def _follow_data_dir(values: dict[str, Any], raw: Mapping[str, Any]) -> None:
-    """The database and key file default to files in ``DATA_DIR`` unless set on their own."""
-    data_dir = Path(values["data_dir"])
-    if "DATABASE_URL" not in raw:
-        values["database_url"] = _database_url(f"sqlite+aiosqlite:///{data_dir / 'store.db'}")
-    if "ENCRYPTION_KEY_FILE" not in raw:
-        values["encryption_key_file"] = str(data_dir / "encryption.key")
-
-
-_TRUE, _FALSE = {"true", "1", "yes", "on"}, {"false", "0", "no", "off"}
-_HOSTNAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?")
-
-
-def _convert(f: Any, value: Any) -> Any:  # noqa: C901 - one branch per type is clearest
-    meta, kind, typ = f.metadata, f.metadata.get("kind"), str(f.type)
-    if typ == "bool":
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, int | str) and str(value).strip().lower() in _TRUE | _FALSE:
-            return str(value).strip().lower() in _TRUE
-        raise ValueError("allowed: true or false")
-    if typ in ("int", "float"):
-        if isinstance(value, bool) or not isinstance(value, int | float | str):
-            raise ValueError(f"allowed: a number ({typ})")
-        try:
-            number = int(value) if typ == "int" else float(value)
-        except (TypeError, ValueError):
-            raise ValueError(f"allowed: a number ({typ})") from None
-        if typ == "int" and isinstance(value, float) and value != int(value):
-            raise ValueError("allowed: a whole number")
-        low, high = meta.get("min"), meta.get("max")
-        if (low is not None and number < low) or (high is not None and number > high):
-            bounds = f"{low if low is not None else '-inf'}..{high if high is not None else 'inf'}"
-            raise ValueError(f"allowed: {bounds}")
-        return number
-    if typ.startswith("tuple"):
-        items = _as_list(value)
-        if kind == "cidrs":
-            for item in items:
-                try:
-                    ipaddress.ip_network(item, strict=False)
-                except ValueError:
-                    raise ValueError(f"{item!r} is not a CIDR; allowed: comma-separated CIDRs "
-                                     "such as 10.0.0.0/8,::1/128") from None
-        if kind == "hostnames":
-            for item in items:
-                if not _HOSTNAME.fullmatch(item):
-                    raise ValueError(f"{item!r} is not a host name; allowed: names such as "
-                                     "codexlb.internal, without scheme, port or path")
-            return tuple(item.lower() for item in items)
-        return tuple(items)
-    if not isinstance(value, str | int | float) or isinstance(value, bool):
-        raise ValueError("allowed: a string")
-    value = str(value)
-    if meta.get("choices") and value.upper() not in meta["choices"]:
-        raise ValueError(f"allowed: {', '.join(meta['choices'])}")
-    if meta.get("choices"):
-        return value.upper()
-    if kind == "db_url":
-        return _database_url(value)
-    if kind == "url" and not value.startswith(("http://", "https://")):
-        raise ValueError("allowed: an http:// or https:// URL")
-    if kind == "path":
-        return os.path.expanduser(value)
-    return value
-
-
-def _as_list(value: Any) -> list[str]:
-    if isinstance(value, str):
-        return [part.strip() for part in value.split(",") if part.strip()]
-    if isinstance(value, list | tuple):
-        return [str(part).strip() for part in value if str(part).strip()]
-    raise ValueError("allowed: a comma-separated string or a list")
-
-
-_DRIVERS = {"sqlite": "sqlite+aiosqlite", "sqlite+aiosqlite": "sqlite+aiosqlite",
-            "postgresql": "postgresql+asyncpg", "postgres": "postgresql+asyncpg",
-            "postgresql+asyncpg": "postgresql+asyncpg"}
-
-
-def _database_url(value: str) -> str:
-    scheme, sep, rest = value.partition("://")
-    if not sep or scheme not in _DRIVERS:
-        raise ValueError("unknown database driver; allowed: sqlite+aiosqlite:///PATH or "
-                         "postgresql+asyncpg://USER:PASS@HOST:PORT/DB")
-    scheme = _DRIVERS[scheme]
-    if scheme.startswith("sqlite") and rest.startswith("/~"):
-        rest = "/" + os.path.expanduser(rest[1:])
-    return f"{scheme}://{rest}"
+    return load(root, environ, overrides)

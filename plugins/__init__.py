@@ -13,3 +13,10 @@ BUILTIN: dict[str, str] = {
     "log_stdout": "plugins.log_stdout:LogStdout",
     "metrics": "plugins.metrics:Metrics",
 }
+
+DEFAULT_PLUGINS: tuple[str, ...] = tuple(BUILTIN)
+"""The pipeline when ``[pipeline] plugins`` is not set: every built-in, in the order above.
+
+This is the one copy of the default list; README's table and ``settings.toml`` refer to it and
+``tests/test_docs.py`` checks that they do.
+"""

@@ -54,7 +54,7 @@ def test_all_matches_exports() -> None:
     public -= {"errors", "flow", "hookspecs", "types", "settings", "app", "hooks", "pipeline", "plugin_loader",
                "pool", "ratelimits", "sse", "sse_frames", "streaming", "tasks", "tokens", "upstream_errors",
                "endpoints", "translate", "testing", "web", "db", "cli", "accounts", "jobs", "options",
-               "forwarding", "bindcheck", "asgi", "logs", "migrations", "websocket"}
+               "forwarding", "bindcheck", "asgi", "logs", "migrations", "websocket", "settings_load"}
     assert set(codexlb.__all__) - {"create_app", "load_settings"} == public
 
 
@@ -73,3 +73,18 @@ def test_plugin_docstrings_mention_their_options() -> None:
         assert doc.strip(), f"{path.name} has no module docstring"
         for option in set(re.findall(r'config\.get\("([a-z_]+)"', source)):
             assert option in doc, f"{path.name}: option {option!r} not documented in the module docstring"
+
+
+def test_default_plugin_list_has_one_source() -> None:
+    from plugins import BUILTIN, DEFAULT_PLUGINS
+
+    readme = (ROOT / "README.md").read_text()
+    table = re.findall(r"^\| `([a-z_]+)` \| [a-z]+ \|", readme, flags=re.M)
+    assert tuple(table) == DEFAULT_PLUGINS == tuple(BUILTIN), "README's plugin table is not the default pipeline"
+    row = re.search(r"^\| `CODEX_LB_PIPELINE_PLUGINS` \| list \| `([^`]+)`", readme, flags=re.M)
+    assert row is not None and tuple(row.group(1).split(",")) == DEFAULT_PLUGINS
+    snippet = re.search(r"\[default\.pipeline\]\nplugins = \[(.*?)\]", readme, flags=re.S)
+    assert snippet is not None and tuple(re.findall(r'"([a-z_]+)"', snippet.group(1))) == DEFAULT_PLUGINS
+    toml = (ROOT / "settings.toml").read_text()
+    assert not re.search(r"^plugins\s*=", toml, flags=re.M), "settings.toml repeats the default plugin list"
+    assert Settings().pipeline_plugins == DEFAULT_PLUGINS
