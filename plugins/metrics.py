@@ -185,7 +185,7 @@ class Metrics:
 
     @hookimpl
     def configure(self, config: Mapping[str, Any], settings: Settings) -> None:
-        PluginOptions("metrics", config, ())
+        PluginOptions("metrics", config)
         disable_created_metrics()  # no ``*_created`` series: half the output, nothing lost
         self.token = settings.metrics_token.encode()
 

@@ -1,13 +1,14 @@
 """Last-resort strategy: take usable accounts in turn.
 
-Hooks: ``select_account`` (``trylast``). No settings.
+Hooks: ``configure`` (it has no options), ``select_account`` (``trylast``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
-from codexlb import Account, Flow, hookimpl
+from codexlb import Account, Flow, PluginOptions, hookimpl
 
 
 class SelectRoundRobin:
@@ -15,6 +16,10 @@ class SelectRoundRobin:
 
     def __init__(self) -> None:
         self._last: str | None = None
+
+    @hookimpl
+    def configure(self, config: Mapping[str, Any]) -> None:
+        PluginOptions("select_round_robin", config)
 
     @hookimpl(trylast=True)
     async def select_account(self, flow: Flow, candidates: Sequence[Account]) -> Account | None:

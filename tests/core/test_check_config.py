@@ -93,3 +93,12 @@ def test_check_config_masks_secrets_but_not_numbers(tmp_path: Path) -> None:
 ])
 def test_mask(name: str, value: object, shown: object) -> None:
     assert mask(name, value) == shown
+
+
+@pytest.mark.parametrize("plugin", ["select_round_robin", "sse_limit", "log_stdout", "metrics"])
+def test_plugins_without_options_refuse_any(tmp_path: Path, plugin: str) -> None:
+    from codexlb.cli.config import check_plugins
+
+    (tmp_path / "settings.toml").write_text(f"[default.plugins.{plugin}]\nsome_option = 1\n")
+    with pytest.raises(ConfigError, match=rf"^\[plugins\.{plugin}\] unknown option\(s\) some_option; allowed: none"):
+        check_plugins(load_settings(tmp_path, environ={}))
