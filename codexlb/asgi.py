@@ -9,10 +9,15 @@ printed and the process exits with status 2. The app starts in the ASGI lifespan
 background jobs). A refusal there (an unsafe bind, a bad plugin) is one line and exit status 2; an
 unreachable database or a failed migration is one line and exit status 1. The server's bind must
 match ``CODEX_LB_HOST``/``CODEX_LB_PORT``: the bind safety check judges ``CODEX_LB_HOST``.
+
+The server owns the shutdown here, so the app watches for it
+(:class:`~codexlb.websocket.shutdown.ShutdownWatch`): on SIGTERM open WebSockets take no new turns,
+finish the running one and close with 1001, as under ``codexlb serve``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import sys
 
 from quart import Quart
@@ -21,6 +26,7 @@ from codexlb.app import create_app, lb_of
 from codexlb.errors import ConfigError, PluginError
 from codexlb.logs import configure_logging
 from codexlb.settings import load_settings
+from codexlb.websocket.shutdown import ShutdownWatch
 
 __all__ = ["app", "load_app"]
 
@@ -38,6 +44,7 @@ def load_app() -> Quart:
         quart = create_app(settings)
     except (ConfigError, PluginError) as exc:
         raise _refuse(exc.problems if isinstance(exc, ConfigError) else [str(exc)], 2) from None
+    watch = ShutdownWatch(lb_of(quart).websockets.drain)
 
     @quart.before_serving
     async def start() -> None:
@@ -51,6 +58,11 @@ def load_app() -> Quart:
             raise _refuse(exc.problems if isinstance(exc, ConfigError) else [str(exc)], 2) from None
         except (MigrationFailed, DatabaseUnavailable) as exc:
             raise _refuse([str(exc)], 1) from None
+        watch.install(asyncio.get_running_loop())
+
+    @quart.after_serving
+    async def stop() -> None:
+        watch.uninstall()
 
     return quart
 
