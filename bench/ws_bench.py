@@ -117,7 +117,8 @@ async def main(conversations: int, idle: int) -> dict[str, Any]:
                 proxy_ws = f"ws://127.0.0.1:{port}/backend-api/codex/responses"
                 proxy_http = f"http://127.0.0.1:{port}/backend-api/codex/responses"
                 own = dict(accounts[0].headers())
-                async with aiohttp.ClientSession() as http:
+                # no connection cap: aiohttp's default of 100 would hold the 101st idle socket back
+                async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as http:
                     runs: dict[str, tuple[list[list[float]], list[int]]] = {k: ([], []) for k in
                                                                             ("direct_ws", "direct_http",
                                                                              "proxy_ws", "proxy_http")}

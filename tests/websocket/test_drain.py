@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import signal
 import sys
 from pathlib import Path
@@ -103,3 +104,20 @@ async def test_workers_drain_websockets(tmp_path: Path, command: str) -> None:
         async with running(args, env, tmp_path, f"http://127.0.0.1:{port}/readyz") as proc:
             assert len(worker_processes(proc.pid)) == 2
             await _drain_on_sigterm(proc, port, fake)
+
+
+async def test_a_worker_signalled_alone_still_ends(tmp_path: Path) -> None:
+    """Only the parent's shutdown makes a worker finish gracefully; SIGTERM to one worker ends it."""
+    async with FakeUpstream() as fake, temp_postgres_database(postgres_base_url()) as db:
+        await deploy_seed(tmp_path, fake, 1, database_url=db)
+        port = free_port()
+        env = codexlb_env(tmp_path, fake, port, PLUGINS, CODEX_LB_DATABASE_URL=db)
+        async with running(codexlb_serve("--workers", "2"), env, tmp_path,
+                           f"http://127.0.0.1:{port}/readyz") as proc:
+            worker = worker_processes(proc.pid)[0]
+            os.kill(worker, signal.SIGTERM)
+            for _ in range(300):
+                if worker not in worker_processes(proc.pid):
+                    break
+                await asyncio.sleep(0.1)
+            assert worker not in worker_processes(proc.pid)
