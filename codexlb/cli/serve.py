@@ -23,11 +23,11 @@ def register(sub: Any) -> None:
     serve.add_argument("--workers", type=_workers, default=1,
                        help="worker processes (each one a replica; more than 1 needs PostgreSQL)")
     serve.set_defaults(func=run_serve)
-    fake = sub.add_parser("fake-upstream", help="run the fake ChatGPT backend (demos, benchmarks)")
-    fake.add_argument("--host", default="127.0.0.1")
-    fake.add_argument("--port", type=int, default=8777)
-    fake.add_argument("--accounts", type=int, default=3, help="accounts created at start")
-    fake.add_argument("--auth-dir", help="write one auth.json per account into this folder")
+    fake = sub.add_parser("fake-upstream", help="run the fake ChatGPT backend with injectable faults "
+                          "(demos, benchmarks, failure rehearsals)")
+    from codexlb.testing.fake_cli import add_arguments
+
+    add_arguments(fake, port=8777)
     fake.set_defaults(func=run_fake, needs_settings=False)
 
 
@@ -165,7 +165,6 @@ def run_serve(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def run_fake(args: argparse.Namespace, settings: Settings | None) -> int:
-    from codexlb.testing.fake_upstream import run_forever
+    from codexlb.testing.fake_cli import run
 
-    run_forever(args.host, args.port, accounts=args.accounts, auth_dir=args.auth_dir)
-    return 0
+    return run(args)

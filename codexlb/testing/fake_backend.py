@@ -14,6 +14,7 @@ from aiohttp import web
 from codexlb.testing.fake_accounts import FakeAccount
 from codexlb.testing.fake_faults import (
     CLOUDFLARE_HTML,
+    STREAM_FAULTS,
     TOKEN_EXPIRED_BODY,
     TOKEN_INVALIDATED_BODY,
     Fault,
@@ -39,8 +40,6 @@ if TYPE_CHECKING:
 
 UNSUPPORTED_FIELDS = ("max_output_tokens", "metadata", "prompt_cache_retention", "safety_identifier",
                       "temperature", "top_p", "truncation", "user")
-STREAM_FAULTS = {"drop_mid_stream", "stall_mid_stream", "end_mid_stream", "oversized_event", "response_failed",
-                 "error_event"}
 STREAM_FAULT: web.RequestKey[Fault | None] = web.RequestKey("codexlb_fake_stream_fault", object)  # type: ignore[arg-type]
 
 
@@ -191,6 +190,7 @@ class FakeBackend:
         record.account_id = claimed.chatgpt_account_id if claimed else header_id
         fault = self.up.take_fault(record.account_id, endpoint)
         if fault is not None:
+            record.fault = fault.kind
             request[STREAM_FAULT] = fault if fault.kind in STREAM_FAULTS else None
             if fault.kind not in STREAM_FAULTS or endpoint != "responses":
                 answer = await self.generic_fault(request, fault, claimed)
@@ -296,10 +296,11 @@ class FakeBackend:
                 return await self.reset(request)
             await asyncio.sleep(fault.delay_s)
             frames = frames[fault.after_events:]
-        if self.up.event_delay:
+        delay = fault.delay_s if fault is not None and fault.kind == "slow_events" else self.up.event_delay
+        if delay:
             for chunk in frames:
                 await response.write(chunk)
-                await asyncio.sleep(self.up.event_delay)
+                await asyncio.sleep(delay)
         else:
             await response.write(b"".join(frames))
         if events[-1]["type"] == "response.completed":

@@ -6,8 +6,11 @@ injected for. Constructors are class methods, e.g. ``Fault.usage_limit(resets_in
 
 from __future__ import annotations
 
+import inspect
+import json
 import math
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 ENDPOINTS = ("responses", "usage", "models", "token", "authorize", "device", "accounts", "settings", "compact")
@@ -57,6 +60,11 @@ class Fault:
             return "authorize"
         return "responses"
 
+    @property
+    def is_stream_fault(self) -> bool:
+        """Whether the fault shapes a 200 SSE stream (so it applies to ``responses`` only)."""
+        return self.kind in STREAM_FAULTS
+
     # -- HTTP answers ------------------------------------------------------------------------------
 
     @classmethod
@@ -103,6 +111,14 @@ class Fault:
         return cls("model_not_supported", http_status=400, extra=(("model", model),))
 
     @classmethod
+    def refresh_refused(cls) -> Fault:
+        """401 ``token_expired``, then the token endpoint refuses the refresh (``refresh_token_invalidated``).
+
+        :meth:`FakeUpstream.inject` queues the two halves on their endpoints.
+        """
+        return cls("refresh_refused", http_status=401)
+
+    @classmethod
     def status(cls, code: int, json_body: Any = None, headers: dict[str, str] | None = None) -> Fault:
         """Any status with a JSON body (``None``: empty body)."""
         return cls("status", http_status=code, body=json_body, headers=tuple((headers or {}).items()))
@@ -130,6 +146,22 @@ class Fault:
     def drop_mid_stream(cls, after_events: int = 3) -> Fault:
         """Send the first ``after_events`` SSE frames (a leading ``codex.rate_limits`` counts), then reset."""
         return cls("drop_mid_stream", after_events=after_events)
+
+    @classmethod
+    def stall_mid_stream(cls, after_events: int = 1, delay_s: float = math.inf) -> Fault:
+        """Send the first ``after_events`` SSE frames, go silent for ``delay_s`` seconds (forever: until the fake
+        stops), then send the rest. ``after_events=0`` is a hang right after the 200 head."""
+        return cls("stall_mid_stream", after_events=after_events, delay_s=delay_s)
+
+    @classmethod
+    def end_mid_stream(cls, after_events: int = 1) -> Fault:
+        """Send the first ``after_events`` SSE frames, then end the body cleanly (no terminal event)."""
+        return cls("end_mid_stream", after_events=after_events)
+
+    @classmethod
+    def slow_events(cls, delay_s: float) -> Fault:
+        """Stream the answer one SSE frame at a time, ``delay_s`` seconds apart."""
+        return cls("slow_events", delay_s=delay_s)
 
     @classmethod
     def stall_mid_stream(cls, after_events: int = 1, delay_s: float = math.inf) -> Fault:
@@ -185,6 +217,101 @@ class Fault:
     def param(self, name: str, default: Any = None) -> Any:
         """Look up an entry of ``extra``."""
         return dict(self.extra).get(name, default)
+
+    def describe(self) -> dict[str, Any]:
+        """The fault's kind and the fields it sets (for listings such as ``GET /_fake/faults``)."""
+        out: dict[str, Any] = {"fault": self.kind}
+        for f in fields(self)[1:]:
+            value = getattr(self, f.name)
+            if value is not None and value != f.default and value != ():
+                out[f.name] = dict(value) if isinstance(value, tuple) else value
+        return out
+
+
+STREAM_FAULTS = frozenset({"drop_mid_stream", "stall_mid_stream", "end_mid_stream", "slow_events",
+                           "oversized_event", "response_failed", "error_event"})
+FAULT_KINDS: dict[str, Callable[..., Fault]] = {
+    "usage_limit": Fault.usage_limit, "usage_not_included": Fault.usage_not_included,
+    "rate_limited": Fault.rate_limited, "token_expired": Fault.token_expired,
+    "token_invalidated": Fault.token_invalidated, "refresh_refused": Fault.refresh_refused,
+    "server_error": Fault.server_error, "cloudflare_403": Fault.cloudflare_403,
+    "model_not_supported": Fault.model_not_supported, "status": Fault.status,
+    "refuse": Fault.refuse, "hang": Fault.hang, "slow": Fault.slow, "drop_mid_stream": Fault.drop_mid_stream,
+    "stall_mid_stream": Fault.stall_mid_stream, "end_mid_stream": Fault.end_mid_stream,
+    "slow_events": Fault.slow_events,
+    "oversized_event": Fault.oversized_event, "response_failed": Fault.response_failed,
+    "error_event": Fault.error_event, "refresh_token_expired": Fault.refresh_token_expired,
+    "refresh_token_invalidated": Fault.refresh_token_invalidated,
+    "refresh_token_reused": Fault.refresh_token_reused, "access_denied": Fault.access_denied,
+}
+"""Every fault by its spec name (the constructor's name): one vocabulary for tests, benchmarks and users."""
+SCOPE_KEYS = ("account", "times", "endpoint")
+"""Keys of a spec that say where a fault applies rather than what it is."""
+
+
+def fault_from_spec(kind: str, params: Mapping[str, Any]) -> Fault:
+    """Build a fault from its name and parameters (``ValueError`` naming what is allowed)."""
+    constructor = FAULT_KINDS.get(kind)
+    if constructor is None:
+        raise ValueError(f"unknown fault {kind!r}; known: {', '.join(sorted(FAULT_KINDS))}")
+    allowed = inspect.signature(constructor).parameters
+    unknown = sorted(set(params) - set(allowed))
+    if unknown:
+        names = ", ".join(allowed) or "none"
+        raise ValueError(f"fault {kind!r} has no parameter {', '.join(unknown)} (parameters: {names})")
+    for name, value in params.items():
+        if isinstance(value, int | float) and not isinstance(value, bool) and value < 0:
+            raise ValueError(f"fault {kind!r}: {name} must not be negative")
+    try:
+        return constructor(**params)
+    except TypeError as exc:
+        raise ValueError(f"fault {kind!r}: {exc}") from None
+
+
+def parse_fault_arg(text: str) -> dict[str, Any]:
+    """A command-line fault, ``KIND[,name=value...]`` or a JSON object, as a spec mapping.
+
+    Values are read as JSON when they parse (``60``, ``1.5``, ``null``), else as strings:
+    ``usage_limit,resets_in_seconds=600,account=acct-1,times=-1``.
+    """
+    text = text.strip()
+    if text.startswith("{"):
+        try:
+            loaded = json.loads(text)
+        except ValueError as exc:
+            raise ValueError(f"fault {text!r} is not valid JSON: {exc}") from None
+        if not isinstance(loaded, dict) or not isinstance(loaded.get("fault"), str):
+            raise ValueError(f"fault {text!r}: expected a JSON object with a \"fault\" name")
+        return loaded
+    kind, *pairs = [part.strip() for part in text.split(",")]
+    if not kind:
+        raise ValueError("empty fault; expected KIND[,name=value...]")
+    spec: dict[str, Any] = {"fault": kind}
+    for pair in pairs:
+        name, sep, raw = pair.partition("=")
+        if not sep or not name.strip():
+            raise ValueError(f"fault {text!r}: {pair!r} is not name=value")
+        try:
+            spec[name.strip()] = json.loads(raw)
+        except ValueError:
+            spec[name.strip()] = raw.strip()
+    return spec
+
+
+def split_spec(spec: Mapping[str, Any]) -> tuple[Fault, str | None, int, str | None]:
+    """``(fault, account, times, endpoint)`` of one spec mapping (``ValueError`` if anything is wrong)."""
+    if not isinstance(spec, Mapping) or not isinstance(spec.get("fault"), str):
+        raise ValueError("a fault spec is an object with a \"fault\" name, e.g. {\"fault\": \"usage_limit\"}")
+    params = {k: v for k, v in spec.items() if k != "fault" and k not in SCOPE_KEYS}
+    fault = fault_from_spec(spec["fault"], params)
+    account, times, endpoint = spec.get("account"), spec.get("times", 1), spec.get("endpoint")
+    if account is not None and not isinstance(account, str):
+        raise ValueError("account must be a chatgpt account id (a string) or null for every account")
+    if not isinstance(times, int) or isinstance(times, bool) or times == 0 or times < -1:
+        raise ValueError("times must be a positive whole number or -1 (forever)")
+    if endpoint is not None and endpoint not in ENDPOINTS:
+        raise ValueError(f"unknown endpoint {endpoint!r}; expected one of {', '.join(ENDPOINTS)}")
+    return fault, account, times, endpoint
 
 
 def error_json(kind: str, message: str, code: str | None = None, **more: Any) -> dict[str, Any]:

@@ -64,6 +64,8 @@ class RecordedRequest:
     endpoint: str
     time: float
     account_id: str | None = None
+    fault: str | None = None
+    """The kind of the fault that answered this request, if one did."""
     extra: dict[str, Any] = field(default_factory=dict)
 
 

@@ -23,7 +23,8 @@ import hashlib
 import json
 import os
 import time
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -31,12 +32,13 @@ from aiohttp import web
 
 from codexlb.testing.fake_accounts import FakeAccount, Window
 from codexlb.testing.fake_backend import FakeBackend
-from codexlb.testing.fake_faults import ENDPOINTS, Fault
+from codexlb.testing.fake_control import CONTROL_PREFIX, FakeControl
+from codexlb.testing.fake_faults import ENDPOINTS, Fault, split_spec
 from codexlb.testing.fake_oauth import FakeOAuth
 from codexlb.testing.fake_records import RECORDED, Headers, RecordedRequest, decode_body, parse_json
 from codexlb.testing.fake_sse import IdMaker
 
-__all__ = ["FakeAccount", "FakeUpstream", "Fault", "Headers", "RecordedRequest", "run_forever", "write_auth_files"]
+__all__ = ["FakeAccount", "FakeUpstream", "Fault", "Headers", "RecordedRequest", "write_auth_files"]
 
 _ENDPOINT_BY_PATH = {
     "/backend-api/codex/responses": "responses", "/backend-api/codex/responses/compact": "compact",
@@ -76,6 +78,8 @@ class FakeUpstream:
         self.oauth = FakeOAuth(self, device_interval=device_interval)
         self.backend = FakeBackend(self)
         self._faults: dict[tuple[str | None, str], list[list[Any]]] = {}
+        self.faults_fired: Counter[str] = Counter()
+        self.control = FakeControl(self)
         self._runner: web.AppRunner | None = None
         self._arrived = asyncio.Event()
         self.closing = asyncio.Event()
@@ -95,7 +99,7 @@ class FakeUpstream:
     async def start(self) -> None:
         """Bind and serve; ``port`` is updated when it was 0."""
         app = web.Application(middlewares=[self._middleware], client_max_size=512 * 1024 * 1024)
-        app.add_routes([*self.backend.routes(), *self.oauth.routes()])
+        app.add_routes([*self.backend.routes(), *self.oauth.routes(), *self.control.routes()])
         self.closing = asyncio.Event()
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=1.0,
                                      auto_decompress=False, handler_cancellation=True, max_field_size=65536)
@@ -174,13 +178,35 @@ class FakeUpstream:
 
         ``chatgpt_account_id=None`` applies to any account (and to endpoints without one, e.g. authorize).
         ``endpoint`` is one of responses, usage, models, token, authorize, device, accounts, compact.
+        ``Fault.refresh_refused()`` queues ``token_expired`` on ``endpoint`` and a refused refresh on token.
         """
         endpoint = endpoint or fault.default_endpoint
         if endpoint not in ENDPOINTS:
             raise ValueError(f"unknown endpoint {endpoint!r}; expected one of {ENDPOINTS}")
         if times == 0 or times < -1:
             raise ValueError("times must be positive or -1")
+        if fault.kind == "refresh_refused":
+            self.inject(chatgpt_account_id, Fault.token_expired(), times=times, endpoint=endpoint)
+            self.inject(chatgpt_account_id, Fault.refresh_token_invalidated(), times=times, endpoint="token")
+            return
         self._faults.setdefault((chatgpt_account_id, endpoint), []).append([fault, times])
+
+    def inject_specs(self, specs: Iterable[Mapping[str, Any]]) -> int:
+        """Queue faults given as specs (``{"fault": kind, "account", "times", "endpoint", <parameters>}``).
+
+        Every spec is checked before any is queued; returns how many were queued.
+        """
+        parsed = [split_spec(spec) for spec in specs]
+        for fault, account, times, endpoint in parsed:
+            if account is not None and account not in self.accounts:
+                raise ValueError(f"unknown account {account!r}; accounts: {', '.join(self.accounts) or 'none'}")
+            self.inject(account, fault, times=times, endpoint=endpoint)
+        return len(parsed)
+
+    def pending_faults(self) -> list[dict[str, Any]]:
+        """Queued faults as specs, in the order they would fire per account and endpoint."""
+        return [{**fault.describe(), "account": account, "endpoint": endpoint, "times": times}
+                for (account, endpoint), queue in self._faults.items() for fault, times in queue]
 
     def clear_faults(self, chatgpt_account_id: str | None = None) -> None:
         """Drop queued faults of one account, or all faults when ``None``."""
@@ -202,6 +228,7 @@ class FakeUpstream:
                     entry[1] -= 1
                     if entry[1] == 0:
                         queue.pop(0)
+                self.faults_fired[entry[0].kind] += 1
                 return entry[0]
         return None
 
@@ -228,6 +255,8 @@ class FakeUpstream:
 
     @web.middleware
     async def _middleware(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        if request.path.startswith(CONTROL_PREFIX):
+            return await self.control.handle(request, handler)
         raw = await request.read()
         raw_headers = tuple((k.decode("latin-1"), v.decode("latin-1")) for k, v in request.raw_headers)
         record = RecordedRequest(
@@ -264,43 +293,16 @@ def write_auth_files(fake: FakeUpstream, auth_dir: str | os.PathLike[str]) -> li
     return paths
 
 
-def run_forever(host: str = "127.0.0.1", port: int = 8765, accounts: int = 3, auth_dir: str | None = None,
-                **options: Any) -> None:
-    """Run a fake with ``accounts`` accounts until Ctrl-C, printing URLs, ids and auth.json locations."""
-
-    async def main() -> None:
-        async with FakeUpstream(host=host, port=port, **options) as fake:
-            for _ in range(accounts):
-                fake.add_account()
-            print(f"UPSTREAM_BASE_URL={fake.base_url}", flush=True)
-            print(f"AUTH_BASE_URL={fake.auth_base_url}", flush=True)
-            files = write_auth_files(fake, auth_dir) if auth_dir else []
-            paths = dict(zip(fake.accounts, files, strict=True)) if files else {}
-            for account in fake.accounts.values():
-                where = paths.get(account.chatgpt_account_id) or "FakeAccount.auth_json() (use --auth-dir)"
-                print(f"account {account.chatgpt_account_id} {account.email} plan={account.plan_type} "
-                      f"auth.json: {where}", flush=True)
-            await asyncio.Event().wait()
-
-    try:
-        asyncio.run(main())
-    except KeyboardInterrupt:
-        pass
-
-
-def main(argv: list[str] | None = None) -> None:
-    """``python -m codexlb.testing.fake_upstream [--host H] [--port P] [--accounts N] [--auth-dir DIR]``."""
+def main(argv: list[str] | None = None) -> int:
+    """``python -m codexlb.testing.fake_upstream``: the same options as ``codexlb fake-upstream``."""
     import argparse
 
+    from codexlb.testing.fake_cli import add_arguments, run
+
     parser = argparse.ArgumentParser(description="Run the codexlb fake upstream.")
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8765)
-    parser.add_argument("--accounts", type=int, default=3)
-    parser.add_argument("--auth-dir", default=None)
-    parser.add_argument("--events", type=int, default=20)
-    args = parser.parse_args(argv)
-    run_forever(args.host, args.port, args.accounts, auth_dir=args.auth_dir, events=args.events)
+    add_arguments(parser, port=8765)
+    return run(parser.parse_args(argv))
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())
