@@ -36,3 +36,16 @@ def log_capture() -> Iterator[LogCapture]:
     leaks = find_leaks(capture.text())
     assert not leaks, f"secrets appeared in the logs of this test session: {', '.join(leaks[:20])}"
 # ---- end: no secrets in logs ----------------------------------------------------------------------
+
+
+# ---- begin: hypothesis profiles (issue 20, property tests) ----------------------------------------
+# "ci" (the default) keeps the property tests bounded; HYPOTHESIS_PROFILE=dev explores more.
+import os  # noqa: E402
+
+from hypothesis import HealthCheck, settings  # noqa: E402
+
+settings.register_profile("ci", max_examples=60, deadline=None, print_blob=True,
+                          suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile("dev", max_examples=1000, deadline=None)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+# ---- end: hypothesis profiles -----------------------------------------------------------------------
