@@ -38,7 +38,7 @@ from dotenv import dotenv_values
 from dynaconf import Dynaconf, ValidationError, Validator
 from dynaconf.loaders.base import SourceMetadata
 from dynaconf.utils.inspect import get_history
-from dynaconf.utils.parse_conf import boolean_fix, parse_conf_data
+from dynaconf.utils.parse_conf import DynaconfParseError, boolean_fix, parse_conf_data
 
 from codexlb.errors import ConfigError
 from codexlb.settings import PREFIX, SETTING_FIELDS, Settings
@@ -77,9 +77,9 @@ def load(root: str | Path | None, environ: Mapping[str, str] | None, overrides: 
     dyn.set("MERGE_ENABLED_FOR_DYNACONF", False)
     for label, values in ((".env", dotenv_values(root / ".env")), (".env.local", dotenv_values(root / ".env.local")),
                           ("environment", environ)):
-        typed = {name[len(PREFIX):]: parse_conf_data(boolean_fix(text or ""), tomlfy=True)
-                 for name, text in values.items()
+        typed = {name[len(PREFIX):]: _typed(name, text, label, problems) for name, text in values.items()
                  if name.startswith(PREFIX) and name not in NOT_SETTINGS and not name.startswith(PREFIX + "TEST_")}
+        typed = {key: value for key, value in typed.items() if value is not _REFUSED}
         layer = _layer(typed, label, problems)
         dyn.update(layer, loader_identifier=SourceMetadata(LAYER, label, "global"))
         options_set.update(_option_keys(layer, label))
@@ -207,6 +207,20 @@ def _settings(dyn: Any, found: Mapping[str, str]) -> Settings:
 def _says(tail: str) -> dict[str, str]:
     line = f"{PREFIX}{{name}}: invalid value {{value!r}}: {tail}"
     return {"operations": line, "condition": line}
+
+
+_REFUSED = object()
+
+
+def _typed(name: str, text: str | None, label: str, problems: list[str]) -> Any:
+    """An environment value typed as dynaconf does; a dynaconf marker it cannot apply (``@int x``,
+    ``@json 01``) is one problem line, and the value is left out."""
+    try:
+        return parse_conf_data(boolean_fix(text or ""), tomlfy=True)
+    except DynaconfParseError as exc:
+        problems.append(f"{name}: value {text!r} from {label}: {exc}; allowed: a plain value, or a marker "
+                        "with a value it accepts (@int 3, @json [1])")
+        return _REFUSED
 
 
 def _to_bool(value: Any) -> Any:

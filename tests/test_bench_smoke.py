@@ -15,10 +15,10 @@ ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 
 
-def run(module: str, *args: str) -> None:
+def run(module: str, *args: str, timeout: float = 60) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CODEX_LB_")}
     done = subprocess.run([sys.executable, "-m", module, "--tiny", *args], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=60)
+                          capture_output=True, text=True, timeout=timeout)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
 
 
@@ -38,3 +38,12 @@ def test_routing_sim_tiny(tmp_path: Path) -> None:
     for arm in ("oracle", "proxy"):
         assert data[arm]["turns ok"] > 0, data[arm]
         assert data[arm]["errors"] == {}, data[arm]
+
+
+def test_soak_tiny(tmp_path: Path) -> None:
+    run("bench.soak", "--out", str(tmp_path), timeout=180)
+    data = json.loads((tmp_path / "soak.json").read_text())
+    assert data["samples"] >= 2 and data["faults injected"] >= 1
+    assert data["checks"]["errors only after breaking faults"], data["stray error examples"]
+    header = (tmp_path / "soak.csv").read_text().splitlines()[0]
+    assert header == "t_s,rss_mb,fds,tasks,lag_ms,p50_ms,p99_ms,requests,errors,faults"

@@ -1,0 +1,316 @@
+"""Soak: the proxy under steady mixed load for a set time, faults injected on a schedule.
+
+    .venv/bin/python -m bench.soak                 # 30 minutes, ~100 req/s
+    .venv/bin/python -m bench.soak --minutes 240 --out bench/out/soak-4h
+    .venv/bin/python -m bench.soak --tiny          # 12 s smoke run (no flatness verdict)
+
+``codexlb fake-upstream`` (8 accounts) and the proxy (``bench.soak_serve``: ``codexlb serve`` plus a
+task/lag sampler) run as processes. The load is open-loop at ``--rate`` requests per second over
+every route (Codex, ``/v1/responses`` and ``/v1/chat/completions`` streamed and not, compact). Every
+``--fault-every`` seconds one fault from :data:`SCHEDULE` is queued through ``POST /_fake/faults``.
+Every ``--sample-seconds`` a CSV row records RSS, open descriptors, asyncio tasks, the worst loop
+lag, p50/p99 latency, requests, errors and faults. At the end: ``soak.csv``, ``soak.png``
+(matplotlib, from the ``bench`` extra) and ``soak.json`` with the checks: RSS growth under
+5 MB/h after warm-up, no descriptor or task growth, and client errors only within
+``FAULT_WINDOW`` seconds after a fault that can break an answer already under way.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import csv
+import json
+import os
+import statistics
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from bench.procs import available_plugins, free_port, proxy_env, raise_fd_limit, rss_kb, spawn, wait_http
+
+ROOT = Path(__file__).resolve().parent.parent
+MESSAGE = [{"type": "message", "role": "user", "content": [{"type": "input_text", "text": "hi"}]}]
+CHAT = {"model": "gpt-5.5", "messages": [{"role": "user", "content": "hi"}]}
+ROUTES: list[tuple[str, dict[str, Any]]] = [
+    ("/backend-api/codex/responses", {"model": "gpt-5.5", "instructions": "", "input": MESSAGE, "stream": True,
+                                      "store": False}),
+    ("/v1/responses", {"model": "gpt-5.5", "input": "hi", "stream": True}),
+    ("/v1/responses", {"model": "gpt-5.5", "input": "hi"}),
+    ("/v1/chat/completions", {**CHAT, "stream": True}),
+    ("/v1/chat/completions", CHAT),
+    ("/backend-api/codex/responses/compact", {"model": "gpt-5.5", "instructions": "", "input": MESSAGE}),
+]
+SCHEDULE: list[dict[str, Any]] = [
+    {"fault": "server_error", "status": 503},
+    {"fault": "usage_limit", "resets_in_seconds": 30, "account": 1},
+    {"fault": "refuse"},
+    {"fault": "drop_mid_stream", "after_events": 8},
+    {"fault": "response_failed"},
+    {"fault": "token_expired", "times": 2},
+    {"fault": "oversized_event", "size_bytes": 3 << 20},
+    {"fault": "rate_limited"},
+    {"fault": "hang"},
+    {"fault": "cloudflare_403"},
+    {"fault": "slow_events", "delay_s": 0.05, "times": 5},
+]
+"""Faults in turn, one request each unless ``times`` says otherwise. ``hang_after_head`` and early drops wait
+for the stall fix (today they hold a request until the client gives up, or answer 502)."""
+BREAKING = {"drop_mid_stream", "oversized_event"}
+"""Faults after which a client sees an error by design: the answer had already begun."""
+ACCOUNTS = 8
+FAULT_WINDOW = 20.0
+
+
+@dataclass
+class Stats:
+    """What the load saw since the last sample."""
+
+    latencies: list[float] = field(default_factory=list)
+    errors: list[tuple[float, str]] = field(default_factory=list)
+    requests: int = 0
+
+
+def complete(path: str, status: int, body: bytes, streamed: bool) -> bool:
+    if status != 200:
+        return False
+    if path.endswith("/compact"):
+        return b'"compaction"' in body
+    if path == "/v1/chat/completions":
+        return body.rstrip().endswith(b"[DONE]") and b'"error"' not in body if streamed else b'"choices"' in body
+    if streamed:
+        return b"response.completed" in body and b"response.failed" not in body
+    return b'"completed"' in body
+
+
+async def one(session: aiohttp.ClientSession, url: str, n: int, stats: Stats) -> None:
+    path, body = ROUTES[n % len(ROUTES)]
+    start = time.monotonic()
+    try:
+        async with session.post(url + path, json=body) as response:
+            data = await response.read()
+            ok = complete(path, response.status, data, bool(body.get("stream")))
+            detail = f"{path} {response.status} {data[-200:]!r}"
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        ok, detail = False, f"{path} {type(exc).__name__}"
+    stats.requests += 1
+    stats.latencies.append(time.monotonic() - start)
+    if not ok:
+        stats.errors.append((time.time(), detail))
+
+
+async def load(url: str, rate: float, until: float, stats: Stats) -> None:
+    """Open-loop: one request every ``1/rate`` s, whatever the answers' pace (at most 2000 in flight)."""
+    timeout = aiohttp.ClientTimeout(total=60)
+    connector = aiohttp.TCPConnector(limit=2000)
+    tasks: set[asyncio.Task[None]] = set()
+    async with aiohttp.ClientSession(timeout=timeout, connector=connector) as session:
+        n, start = 0, time.monotonic()
+        while time.monotonic() < until:
+            if len(tasks) < 2000:
+                task = asyncio.ensure_future(one(session, url, n, stats))
+                tasks.add(task)
+                task.add_done_callback(tasks.discard)
+            n += 1
+            await asyncio.sleep(max(0.0, start + n / rate - time.monotonic()))
+        if tasks:
+            await asyncio.wait(tasks, timeout=90)
+
+
+async def chores(control: str, every: float, until: float, injected: list[tuple[float, dict[str, Any]]]) -> None:
+    """Queue the scheduled faults; keep the fake accounts' usage low so the load never drains the pool."""
+    async with aiohttp.ClientSession() as session:
+        next_fault, n = time.monotonic() + every / 2, 0
+        while time.monotonic() < until:
+            await session.post(control + "usage", json={"primary_used_percent": 5, "secondary_used_percent": 5})
+            if time.monotonic() >= next_fault:
+                spec = SCHEDULE[n % len(SCHEDULE)]
+                async with session.post(control + "faults", json=spec) as answer:
+                    if answer.status != 201:
+                        raise RuntimeError(f"fault {spec} refused: {await answer.text()}")
+                injected.append((time.time(), spec))
+                n, next_fault = n + 1, next_fault + every
+            await asyncio.sleep(min(2.0, every / 2))
+
+
+def fds(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def read_stats(path: Path, since: float) -> tuple[int, float]:
+    """Latest task count and worst lag since ``since`` from the sampler's file."""
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    recent = [r for r in rows if r["t"] >= since] or rows[-1:]
+    return (recent[-1]["tasks"], max(r["lag_ms"] for r in recent)) if recent else (0, 0.0)
+
+
+def pct(values: list[float], q: float) -> float:
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q / 100 * len(ordered)))] * 1000
+
+
+async def sampler(pid: int, stats_file: Path, every: float, until: float, stats: Stats,
+                  injected: list[tuple[float, dict[str, Any]]], rows: list[dict[str, Any]],
+                  errors: list[tuple[float, str]]) -> None:
+    t0 = time.time()
+    last = t0
+    while True:
+        await asyncio.sleep(max(0.0, min(every, until - time.monotonic() + every)))
+        now = time.time()
+        tasks, lag = read_stats(stats_file, last)
+        taken, stats.latencies = stats.latencies, []
+        errs, stats.errors = stats.errors, []
+        errors.extend(errs)
+        rows.append({"t_s": round(now - t0, 1), "rss_mb": round(rss_kb(pid) / 1024, 2), "fds": fds(pid),
+                     "tasks": tasks, "lag_ms": lag, "p50_ms": round(pct(taken, 50), 2),
+                     "p99_ms": round(pct(taken, 99), 2), "requests": stats.requests, "errors": len(errs),
+                     "faults": sum(1 for t, _ in injected if last < t <= now)})
+        stats.requests = 0
+        print(" ".join(f"{k}={v}" for k, v in rows[-1].items()), flush=True)
+        last = now
+        if time.monotonic() >= until:
+            return
+
+
+def slope_per_hour(rows: list[dict[str, Any]], key: str) -> float:
+    if len(rows) < 2:
+        return 0.0
+    xs, ys = [r["t_s"] / 3600 for r in rows], [float(r[key]) for r in rows]
+    mx, my = statistics.fmean(xs), statistics.fmean(ys)
+    den = sum((x - mx) ** 2 for x in xs)
+    return sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / den if den else 0.0
+
+
+def growth(rows: list[dict[str, Any]], key: str) -> float:
+    """Median of the last third minus median of the first third."""
+    third = max(1, len(rows) // 3)
+    return statistics.median(r[key] for r in rows[-third:]) - statistics.median(r[key] for r in rows[:third])
+
+
+def verdict(rows: list[dict[str, Any]], warmup_s: float, errors: list[tuple[float, str]],
+            injected: list[tuple[float, dict[str, Any]]], judge_flatness: bool) -> dict[str, Any]:
+    steady = [r for r in rows if r["t_s"] >= warmup_s]
+    breaking = [t for t, spec in injected if spec["fault"] in BREAKING]
+    stray = [e for e in errors if not any(0 <= e[0] - t <= FAULT_WINDOW for t in breaking)]
+    out: dict[str, Any] = {
+        "samples": len(rows), "steady samples": len(steady), "faults injected": len(injected),
+        "client errors": len(errors), "errors outside fault windows": len(stray),
+        "stray error examples": [d for _, d in stray[:5]],
+        "rss slope MB/h": round(slope_per_hour(steady, "rss_mb"), 2) if len(steady) > 1 else None,
+        "fd growth": growth(steady, "fds") if steady else None,
+        "task growth": growth(steady, "tasks") if steady else None,
+    }
+    checks = {"errors only after breaking faults": not stray}
+    if judge_flatness and len(steady) >= 6:
+        checks.update({"rss growth < 5 MB/h": out["rss slope MB/h"] < 5.0, "no fd growth": out["fd growth"] <= 2,
+                       "no task growth": out["task growth"] <= 10})
+    out["checks"] = checks
+    out["ok"] = all(checks.values())
+    return out
+
+
+def plot(rows: list[dict[str, Any]], path: Path) -> bool:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib is not installed (pip install -e '.[bench]'): no plot", flush=True)
+        return False
+    minutes = [r["t_s"] / 60 for r in rows]
+    fig, axes = plt.subplots(4, 1, figsize=(10, 11), sharex=True)
+    for ax, keys, label in ((axes[0], ["rss_mb"], "RSS (MB)"), (axes[1], ["fds", "tasks"], "count"),
+                            (axes[2], ["lag_ms"], "loop lag (ms)"), (axes[3], ["p50_ms", "p99_ms"], "latency (ms)")):
+        for key in keys:
+            ax.plot(minutes, [r[key] for r in rows], label=key)
+        ax.set_ylabel(label)
+        ax.legend(loc="upper left")
+        ax.grid(alpha=0.3)
+    for r in rows:
+        if r["faults"]:
+            for ax in axes:
+                ax.axvline(r["t_s"] / 60, color="red", alpha=0.15)
+    axes[-1].set_xlabel("minutes (red: a fault was injected)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return True
+
+
+async def soak(args: argparse.Namespace) -> dict[str, Any]:
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    raise_fd_limit()
+    fake = spawn([sys.executable, "-m", "codexlb", "fake-upstream", "--port", "0", "--accounts", str(ACCOUNTS),
+                  "--info", str(out / "fake.json")], cwd=ROOT, log_path=out / "fake.log", cores=None)
+    proxy = None
+    try:
+        for _ in range(600):
+            if "READY" in (out / "fake.log").read_text():
+                break
+            if fake.proc.poll() is not None:
+                raise RuntimeError(f"fake-upstream exited:\n{fake.tail()}")
+            await asyncio.sleep(0.1)
+        info = json.loads((out / "fake.json").read_text())
+        port = free_port()
+        env = proxy_env(out, port, info["upstream_base_url"], info["auth_base_url"], available_plugins())
+        env.update({"CODEX_LB_STREAM_IDLE_TIMEOUT_SECONDS": "5", "CODEX_LB_LOG_LEVEL": "ERROR"})
+        stats_file = out / "proxy-stats.jsonl"
+        stats_file.write_text("")
+        proxy = spawn([sys.executable, "-m", "bench.soak_serve", str(stats_file)], cwd=ROOT,
+                      log_path=out / "proxy.log", cores=None, env=env)
+        url = f"http://127.0.0.1:{port}"
+        await asyncio.to_thread(wait_http, f"{url}/healthz", proxy, 60)
+        async with aiohttp.ClientSession() as session:
+            async with session.post(f"{url}/api/accounts/import",
+                                    json=[a["auth_json"] for a in info["accounts"]]) as answer:
+                if answer.status != 200:
+                    raise RuntimeError(f"import failed: {await answer.text()}")
+        until = time.monotonic() + args.minutes * 60
+        stats, injected, rows, errors = Stats(), [], [], []  # type: ignore[var-annotated]
+        await asyncio.gather(load(url, args.rate, until, stats),
+                             chores(info["control_url"], args.fault_every, until, injected),
+                             sampler(proxy.pid, stats_file, args.sample_seconds, until, stats, injected, rows, errors))
+        with (out / "soak.csv").open("w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+        result = verdict(rows, args.warmup_minutes * 60, errors, injected, judge_flatness=not args.tiny)
+        result.update({"minutes": args.minutes, "rate": args.rate, "plot": plot(rows, out / "soak.png"),
+                       "faults": [spec for _, spec in injected]})
+        (out / "soak.json").write_text(json.dumps(result, indent=2) + "\n")
+        return result
+    finally:
+        if proxy is not None:
+            proxy.stop()
+        fake.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--minutes", type=float, default=30.0, help="how long the load runs (default 30)")
+    parser.add_argument("--rate", type=float, default=100.0, help="requests per second (default 100)")
+    parser.add_argument("--sample-seconds", type=float, default=10.0, help="sampling interval (default 10)")
+    parser.add_argument("--fault-every", type=float, default=60.0, help="seconds between faults (default 60)")
+    parser.add_argument("--warmup-minutes", type=float, default=5.0, help="ignored by the flatness checks")
+    parser.add_argument("--out", default=str(ROOT / "bench" / "out" / "soak"), help="folder for csv/png/json")
+    parser.add_argument("--tiny", action="store_true", help="12 s at 20 req/s: a smoke run, no flatness verdict")
+    args = parser.parse_args(argv)
+    if args.tiny:
+        args.minutes, args.rate, args.sample_seconds, args.fault_every, args.warmup_minutes = 0.2, 20, 3, 4, 0
+    if args.minutes <= 0 or args.rate <= 0 or args.sample_seconds <= 0 or args.fault_every <= 0:
+        parser.error("--minutes, --rate, --sample-seconds and --fault-every must be positive")
+    result = asyncio.run(soak(args))
+    print(json.dumps({k: v for k, v in result.items() if k != "faults"}, indent=2))
+    return 0 if result["ok"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
