@@ -46,22 +46,43 @@ ROUTES: list[tuple[str, dict[str, Any]]] = [
     ("/backend-api/codex/responses/compact", {"model": "gpt-5.5", "instructions": "", "input": MESSAGE}),
 ]
 SCHEDULE: list[dict[str, Any]] = [
+    {"fault": "stall_mid_stream", "after_events": 0, "delay_s": 8},
     {"fault": "server_error", "status": 503},
+    {"fault": "drop_mid_stream", "after_events": 2},
     {"fault": "usage_limit", "resets_in_seconds": 30, "account": 1},
+    {"fault": "end_mid_stream", "after_events": 2},
     {"fault": "refuse"},
     {"fault": "drop_mid_stream", "after_events": 8},
     {"fault": "response_failed"},
     {"fault": "token_expired", "times": 2},
+    {"fault": "stall_mid_stream", "after_events": 8, "delay_s": 8},
     {"fault": "oversized_event", "size_bytes": 3 << 20},
     {"fault": "rate_limited"},
     {"fault": "hang"},
+    {"fault": "stall_mid_stream", "after_events": 2, "delay_s": 1},
     {"fault": "cloudflare_403"},
     {"fault": "slow_events", "delay_s": 0.05, "times": 5},
 ]
-"""Faults in turn, one request each unless ``times`` says otherwise. ``hang_after_head`` and early drops wait
-for the stall fix (today they hold a request until the client gives up, or answer 502)."""
-BREAKING = {"drop_mid_stream", "oversized_event"}
-"""Faults after which a client sees an error by design: the answer had already begun."""
+"""Faults in turn, one request each unless ``times`` says otherwise. Stalls, drops and ends before the first
+output event fail over (a stall costs ``FIRST_BYTE_SECONDS``); after it, the client gets an error."""
+FIRST_OUTPUT_FRAME = 3
+"""Frames the fake sends before the first output event: ``codex.rate_limits``, ``response.created`` and
+``response.in_progress``."""
+FIRST_BYTE_SECONDS = 3
+IDLE_SECONDS = 5
+"""The proxy's first-byte limit per attempt and its stream idle limit during the soak (both under the stalls)."""
+
+
+def breaks(spec: dict[str, Any]) -> bool:
+    """Whether a client sees an error by design after this fault: the answer had already begun."""
+    if spec["fault"] == "oversized_event":
+        return True
+    if spec["fault"] == "stall_mid_stream" and spec.get("delay_s", 0) < IDLE_SECONDS:
+        return False
+    return spec["fault"] in ("drop_mid_stream", "stall_mid_stream", "end_mid_stream") and \
+        spec.get("after_events", 0) > FIRST_OUTPUT_FRAME
+
+
 ACCOUNTS = 8
 FAULT_WINDOW = 20.0
 
@@ -196,7 +217,7 @@ def growth(rows: list[dict[str, Any]], key: str) -> float:
 def verdict(rows: list[dict[str, Any]], warmup_s: float, errors: list[tuple[float, str]],
             injected: list[tuple[float, dict[str, Any]]], judge_flatness: bool) -> dict[str, Any]:
     steady = [r for r in rows if r["t_s"] >= warmup_s]
-    breaking = [t for t, spec in injected if spec["fault"] in BREAKING]
+    breaking = [t for t, spec in injected if breaks(spec)]
     stray = [e for e in errors if not any(0 <= e[0] - t <= FAULT_WINDOW for t in breaking)]
     out: dict[str, Any] = {
         "samples": len(rows), "steady samples": len(steady), "faults injected": len(injected),
@@ -261,7 +282,9 @@ async def soak(args: argparse.Namespace) -> dict[str, Any]:
         info = json.loads((out / "fake.json").read_text())
         port = free_port()
         env = proxy_env(out, port, info["upstream_base_url"], info["auth_base_url"], available_plugins())
-        env.update({"CODEX_LB_STREAM_IDLE_TIMEOUT_SECONDS": "5", "CODEX_LB_LOG_LEVEL": "ERROR"})
+        env.update({"CODEX_LB_STREAM_IDLE_TIMEOUT_SECONDS": str(IDLE_SECONDS), "CODEX_LB_LOG_LEVEL": "ERROR",
+                    "CODEX_LB_UPSTREAM_FIRST_BYTE_TIMEOUT_SECONDS": str(FIRST_BYTE_SECONDS),
+                    "CODEX_LB_UPSTREAM_FIRST_BYTE_TOTAL_SECONDS": str(4 * FIRST_BYTE_SECONDS)})
         stats_file = out / "proxy-stats.jsonl"
         stats_file.write_text("")
         proxy = spawn([sys.executable, "-m", "bench.soak_serve", str(stats_file)], cwd=ROOT,

@@ -14,7 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-from codexlb.cli.serve import check_bind, serve
+from codexlb.cli.serve import serve
 from codexlb.settings import load_settings
 
 TICK = 0.05
@@ -36,7 +36,6 @@ async def sample(path: Path) -> None:
 
 async def main(stats: Path) -> int:
     settings = load_settings()
-    check_bind(settings)
     sampler = asyncio.ensure_future(sample(stats))
     try:
         return await serve(settings)

@@ -164,17 +164,6 @@ class Fault:
         return cls("slow_events", delay_s=delay_s)
 
     @classmethod
-    def stall_mid_stream(cls, after_events: int = 1, delay_s: float = math.inf) -> Fault:
-        """Send the first ``after_events`` SSE frames, go silent for ``delay_s`` seconds (forever: until the fake
-        stops), then send the rest."""
-        return cls("stall_mid_stream", after_events=after_events, delay_s=delay_s)
-
-    @classmethod
-    def end_mid_stream(cls, after_events: int = 1) -> Fault:
-        """Send the first ``after_events`` SSE frames, then end the body cleanly (no terminal event)."""
-        return cls("end_mid_stream", after_events=after_events)
-
-    @classmethod
     def oversized_event(cls, size_bytes: int = 4 * 1024 * 1024) -> Fault:
         """Make the first delta ``size_bytes`` long (the ``*.done`` events repeat the full text)."""
         return cls("oversized_event", size_bytes=size_bytes)

@@ -12,8 +12,10 @@ from tests.reliability.procs import FakeProc, Proc, start_fake, start_proxy
 MATRIX_SETTINGS = {
     "stream_idle_timeout_seconds": 1.0, "upstream_connect_timeout_seconds": 2.0,
     "token_refresh_timeout_seconds": 2.0, "max_sse_event_bytes": 65536,
+    "upstream_first_byte_timeout_seconds": 1.0, "upstream_first_byte_total_seconds": 4.0, "route_headers": "true",
 }
-"""Short timeouts so a hang costs a second, and a small event cap so an oversized event is cheap."""
+"""Short timeouts so a hang costs a second, a small event cap so an oversized event is cheap, and route headers
+on so a case can read which account answered (``x-codexlb-account``)."""
 
 
 @dataclass

@@ -19,9 +19,9 @@ import httpx
 import pytest
 from sqlalchemy.engine import make_url
 
-from codexlb.testing.db import postgres_base_url, temp_postgres_database
 from tests.reliability.procs import FakeProc, free_port, provision, start_fake, start_proxy
 from tests.reliability.test_fault_matrix import ROUTES, assert_answer
+from tests.support.postgres import postgres_base_url, temp_postgres_database
 
 OUTAGE_SECONDS = 30.0
 KEPT_TABLES_SKIPPED = {"request_log", "usage_snapshots", "alembic_version"}

@@ -33,10 +33,6 @@ ROUTES: dict[str, tuple[str, dict[str, Any]]] = {
     "compact": ("/backend-api/codex/responses/compact", {"model": "gpt-5.5", "instructions": "", "input": MESSAGE}),
 }
 STREAMED = {"codex", "responses-stream", "chat-stream"}
-STALL_BUG = ("known bug being fixed on branch stalls: no timeout while waiting for the first output event "
-             "after the response head")
-EARLY_DROP_BUG = ("known bug being fixed on branch stalls: a stream reset before the first output event "
-                  "gives 502 instead of failing over")
 
 
 @dataclass(frozen=True)
@@ -53,8 +49,9 @@ class Case:
     """Whether the first account is kept out of routing for a while afterwards."""
     stream_only: bool = False
     """The fault shapes an SSE stream, so the compact route (JSON) has no such case."""
-    xfail: str | None = None
     usage: dict[str, float] = field(default_factory=dict)
+    broken_status: int = 502
+    """For ``broken`` on the non-streamed routes: 502 for a broken stream, 504 for a silent one."""
 
 
 CASES: dict[str, Case] = {
@@ -69,12 +66,16 @@ CASES: dict[str, Case] = {
     "connection-refused": Case({"fault": "refuse"}, "failover", cooldown=True),
     "hang-before-head": Case({"fault": "hang"}, "failover", cooldown=True),
     "slow-head": Case({"fault": "slow", "delay_s": 0.3}, "ok"),
-    "hang-after-head": Case({"fault": "hang_after_head"}, "failover", cooldown=True, stream_only=True,
-                            xfail=STALL_BUG),
+    "hang-after-head": Case({"fault": "stall_mid_stream", "after_events": 0}, "failover", cooldown=True,
+                            stream_only=True),
     "slow-events": Case({"fault": "slow_events", "delay_s": 0.02}, "ok", stream_only=True),
     "drop-before-output": Case({"fault": "drop_mid_stream", "after_events": 2}, "failover", cooldown=True,
-                               stream_only=True, xfail=EARLY_DROP_BUG),
+                               stream_only=True),
     "drop-mid-output": Case({"fault": "drop_mid_stream", "after_events": 7}, "broken", stream_only=True),
+    "end-before-output": Case({"fault": "end_mid_stream", "after_events": 2}, "failover", cooldown=True,
+                              stream_only=True),
+    "stall-mid-output": Case({"fault": "stall_mid_stream", "after_events": 7}, "broken", stream_only=True,
+                             broken_status=504),
     "oversized-event": Case({"fault": "oversized_event", "size_bytes": 200_000}, "broken", stream_only=True),
     "response-failed-at-start": Case({"fault": "response_failed"}, "failover", cooldown=True, stream_only=True),
     "usage-percent": Case({}, "ok", stream_only=True, usage={"primary_used_percent": 73.0,
@@ -88,8 +89,7 @@ def matrix() -> list[Any]:
         for name, case in CASES.items():
             if case.stream_only and route == "compact":
                 continue
-            marks = [pytest.mark.xfail(strict=True, reason=case.xfail)] if case.xfail else []
-            params.append(pytest.param(route, case, id=f"{route}-{name}", marks=marks))
+            params.append(pytest.param(route, case, id=f"{route}-{name}"))
     return params
 
 
@@ -141,10 +141,10 @@ def assert_answer(route: str, response: httpx.Response) -> None:
         assert response.json()["output"][-1]["type"] == "compaction"
 
 
-def assert_broken(route: str, response: httpx.Response) -> None:
+def assert_broken(route: str, response: httpx.Response, status: int = 502) -> None:
     """The answer had begun, so the client gets a terminal error in the route's own shape."""
     if route in ("responses", "chat"):
-        assert response.status_code == 502, response.text[:500]
+        assert response.status_code == status, response.text[:500]
         error = response.json()["error"]
         assert error["message"] and error["type"] and error["code"]
         return
@@ -180,7 +180,7 @@ async def test_fault_matrix(servers: Servers, client: httpx.AsyncClient, route: 
         response = await client.post(path, json=body)
 
         if case.outcome == "broken":
-            assert_broken(route, response)
+            assert_broken(route, response, case.broken_status)
         else:
             assert_answer(route, response)
         calls = [r for r in await upstream_log(client, servers, since) if r["endpoint"] != "token"]
