@@ -40,13 +40,22 @@ def is_sqlite(engine_or_url: AsyncEngine | str) -> bool:
     return make_url(url).get_backend_name() == "sqlite"
 
 
+UNAVAILABLE_SQLSTATE_CLASSES = frozenset({"08", "40", "53", "55", "57", "58"})
+"""PostgreSQL error classes that say "not now" rather than "not this row": connection, transaction
+rollback, insufficient resources, object not in prerequisite state (a database not accepting
+connections, a lock not available), operator intervention (shutdown, cannot connect now), system error."""
+
+
 def is_unavailable(error: BaseException) -> bool:
     """Whether an error means the database cannot be used right now (down, locked, timed out),
     as opposed to one statement being refused (a constraint, a bad value): retry the former later."""
     if isinstance(error, OSError | exc.OperationalError | exc.InterfaceError | exc.DisconnectionError
                   | exc.TimeoutError):
         return True
-    return isinstance(error, exc.DBAPIError) and error.connection_invalidated
+    if not isinstance(error, exc.DBAPIError):
+        return False
+    state = getattr(error.orig, "sqlstate", None)
+    return error.connection_invalidated or (isinstance(state, str) and state[:2] in UNAVAILABLE_SQLSTATE_CLASSES)
 
 
 def make_engine(settings: Settings, **kwargs: Any) -> AsyncEngine:

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import dataclasses
 
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncEngine
+import asyncpg
+import pytest
+from sqlalchemy import exc, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from codexlb.db.engine import make_engine, make_sessionmaker
+from codexlb.db.engine import is_unavailable, make_engine, make_sessionmaker
 from codexlb.settings import Settings
+from tests.support.postgres import postgres_base_url, temp_postgres_database
 
 
 async def test_sqlite_connections_use_wal_foreign_keys_and_busy_timeout(engine: AsyncEngine,
@@ -38,3 +42,32 @@ async def test_pool_follows_settings(settings: Settings, backend: str) -> None:
 
 async def test_sessionmaker_keeps_objects_readable_after_commit(engine: AsyncEngine) -> None:
     assert make_sessionmaker(engine).kw["expire_on_commit"] is False
+
+
+async def test_a_postgres_database_refusing_connections_is_unavailable_not_a_refused_statement() -> None:
+    base = postgres_base_url()
+    async with temp_postgres_database(base) as url:
+        name = make_url(url).database
+        admin = await asyncpg.connect(make_url(base).set(drivername="postgresql").render_as_string(False))
+        try:
+            await admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
+            engine = create_async_engine(url)
+            try:
+                with pytest.raises(exc.DBAPIError) as refused:
+                    async with engine.connect():
+                        pass
+            finally:
+                await engine.dispose()
+            await admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
+        finally:
+            await admin.close()
+    assert "not currently accepting connections" in str(refused.value)
+    assert is_unavailable(refused.value)
+
+
+async def test_a_row_the_database_refuses_is_not_unavailability(engine: AsyncEngine) -> None:
+    async with engine.connect() as conn:
+        await conn.execute(text("CREATE TEMPORARY TABLE refusing (x INTEGER NOT NULL)"))
+        with pytest.raises(exc.DBAPIError) as refused:
+            await conn.execute(text("INSERT INTO refusing (x) VALUES (NULL)"))
+    assert not is_unavailable(refused.value)
