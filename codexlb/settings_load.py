@@ -38,7 +38,7 @@ from dotenv import dotenv_values
 from dynaconf import Dynaconf, ValidationError, Validator
 from dynaconf.loaders.base import SourceMetadata
 from dynaconf.utils.inspect import get_history
-from dynaconf.utils.parse_conf import DynaconfParseError, boolean_fix, parse_conf_data
+from dynaconf.utils.parse_conf import DynaconfParseError, Lazy, boolean_fix, parse_conf_data
 
 from codexlb.errors import ConfigError
 from codexlb.settings import PREFIX, SETTING_FIELDS, Settings
@@ -216,11 +216,16 @@ def _typed(name: str, text: str | None, label: str, problems: list[str]) -> Any:
     """An environment value typed as dynaconf does; a dynaconf marker it cannot apply (``@int x``,
     ``@json 01``) is one problem line, and the value is left out."""
     try:
-        return parse_conf_data(boolean_fix(text or ""), tomlfy=True)
+        value = parse_conf_data(boolean_fix(text or ""), tomlfy=True)
     except DynaconfParseError as exc:
         problems.append(f"{name}: value {text!r} from {label}: {exc}; allowed: a plain value, or a marker "
                         "with a value it accepts (@int 3, @json [1])")
         return _REFUSED
+    if isinstance(value, Lazy):  # @format / @jinja templates would fail later, far from their source
+        problems.append(f"{name}: value {text!r} from {label}: templates (@format, @jinja) are not supported; "
+                        "allowed: a plain value")
+        return _REFUSED
+    return value
 
 
 def _to_bool(value: Any) -> Any:

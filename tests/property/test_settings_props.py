@@ -23,6 +23,7 @@ VALUES = st.one_of(TOKENS, st.text(st.characters(blacklist_categories=("Cs", "Cc
 @given(st.sampled_from(sorted(SETTING_FIELDS)), VALUES)
 @example("PORT", "@int")  # dynaconf's own markers used to escape as a DynaconfParseError traceback
 @example("ALLOW_UNRESTRICTED_BIND", "@json 01")
+@example("ADMIN_ALLOWED_HOSTS", "@format {this}")  # a template failed later, in validation
 @example("DATABASE_POOL_SIZE", "1e999")  # an infinite whole number used to escape as an OverflowError
 def test_any_value_gives_a_valid_setting_or_one_error_line_naming_it(name: str, value: str) -> None:
     try:
