@@ -2,6 +2,7 @@
 
     .venv/bin/python -m bench.routing_sim            # ~1.5 minutes
     .venv/bin/python -m bench.routing_sim --quick    # ~30 s
+    .venv/bin/python -m bench.routing_sim --matrix   # the scenario matrix (bench.routing_matrix), ~1 min
 
 Two identical :class:`~bench.sim_upstream.SimUpstream` fakes run in this process (quota
 windows with token budgets in compressed time, a prompt cache, slower first events on cache misses),
@@ -258,6 +259,12 @@ async def main_async(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    if argv is None:
+        argv = sys.argv[1:]
+    if "--matrix" in argv:  # pool shapes x seeds in virtual time, see bench.routing_matrix
+        from bench import routing_matrix
+
+        return routing_matrix.main([a for a in argv if a != "--matrix"])
     parser = argparse.ArgumentParser(description="codexlb routing quality against an oracle, in a simulation")
     parser.add_argument("--quick", action="store_true", help="~30 s instead of ~1.5 min")
     parser.add_argument("--tiny", action="store_true", help="a few turns (smoke test)")

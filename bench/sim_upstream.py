@@ -87,30 +87,14 @@ class SimBackend(FakeBackend):
 
     def _plan(self, account: FakeAccount, body: dict[str, Any], size: int) -> TurnPlan:
         plan = super()._plan(account, body, size)
-        sim, now = self.up, self.up.clock()
+        sim = self.up
         input_tokens = max(1, size // 4) * sim.token_scale
         key = body.get("prompt_cache_key")
-        cache = sim.caches.setdefault(account.chatgpt_account_id, {})
-        cached = 0
-        if isinstance(key, str) and key:
-            previous = cache.get(key)
-            if previous is not None and previous[1] >= now:
-                cached = min(previous[0], input_tokens)
-            cache[key] = (input_tokens, now + sim.cache_ttl)
         usage = plan.usage or {}
         output = int(usage.get("output_tokens", 0))
         reasoning = int((usage.get("output_tokens_details") or {}).get("reasoning_tokens", 0))
+        cached, uncached = sim.charge_turn(account, key if isinstance(key, str) else None, input_tokens, output)
         plan.usage = usage_block(input_tokens, cached, output, reasoning)
-        uncached = input_tokens - cached
-        cost = uncached + sim.cached_weight * cached + output
-        for window in account.windows():
-            if isinstance(window, SimWindow):
-                window.charge(cost)
-        stats = sim.stats.setdefault(account.chatgpt_account_id, AccountStats())
-        stats.requests += 1
-        stats.input_tokens += input_tokens
-        stats.cached_tokens += cached
-        stats.cost += cost
         _TTFE.set(sim.base_ttfe + sim.per_1k_uncached * uncached / 1000)
         return plan
 
@@ -162,6 +146,39 @@ class SimUpstream(FakeUpstream):
             windows.append(window)
         account.primary, account.secondary = windows
         return account
+
+    def charge_turn(self, account: FakeAccount, key: str | None, input_tokens: int,
+                    output_tokens: int) -> tuple[int, int]:
+        """Serve one turn on ``account``: prompt cache, cost charged to both windows, stats.
+
+        Returns ``(cached, uncached)`` input tokens. Also used by in-process simulations that skip HTTP.
+        """
+        now = self.clock()
+        cache = self.caches.setdefault(account.chatgpt_account_id, {})
+        cached = 0
+        if key:
+            previous = cache.get(key)
+            if previous is not None and previous[1] >= now:
+                cached = min(previous[0], input_tokens)
+            cache[key] = (input_tokens, now + self.cache_ttl)
+        uncached = input_tokens - cached
+        cost = uncached + self.cached_weight * cached + output_tokens
+        for window in account.windows():
+            if isinstance(window, SimWindow):
+                window.charge(cost)
+        stats = self.stats.setdefault(account.chatgpt_account_id, AccountStats())
+        stats.requests += 1
+        stats.input_tokens += input_tokens
+        stats.cached_tokens += cached
+        stats.cost += cost
+        return cached, uncached
+
+    def usable_at(self, account_id: str) -> float:
+        """When the account can answer again: now, or the latest reset of its spent windows."""
+        account = self.accounts[account_id]
+        now = self.clock()
+        spent = [w.reset_at for w in account.windows() if w is not None and w.used_percent >= 100]
+        return max(spent) if spent else now
 
     def remaining(self, account_id: str) -> float:
         """Tokens the account can still spend now (the smaller of its windows)."""
