@@ -157,13 +157,21 @@ class SimSend:
 
 
 def true_earliest_reset(state: ArmState) -> float:
-    sim = state.sim
-    return min(sim.usable_at(a) for a in state.present if a not in state.revoked)
+    """When the first account can answer again (usage as the upstream reports it, to 0.01 %)."""
+    sim, now = state.sim, state.sim.clock()
+    times = []
+    for a in state.present:
+        if a not in state.revoked:
+            spent = [w.reset_at for w in sim.accounts[a].windows() if w is not None and round(w.used_percent, 2) >= 100]
+            times.append(max(spent) if spent else now)
+    return min(times)
 
 
 def has_quota(state: ArmState) -> bool:
+    """Whether any account can answer now, as the upstream reports usage (to 0.01 %)."""
     sim = state.sim
-    return any(sim.accounts[a].limit_reached() is None for a in state.present if a not in state.revoked)
+    return any(all(w is None or round(w.used_percent, 2) < 100 for w in sim.accounts[a].windows())
+               for a in state.present if a not in state.revoked)
 
 
 async def run_arm(scenario: Scenario, seed: int, kind: str, tmp: Path) -> dict[str, Any]:

@@ -19,6 +19,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("codexlb.pool")
 LIMITED = (AccountStatus.RATE_LIMITED, AccountStatus.QUOTA_EXCEEDED)
+CAP_REASON = "cap:"
+"""Prefix of the status reason of an account held back by its own usage cap."""
+SPENT_REASON = "usage: window spent"
+WEEK_MINUTES = 24 * 60
 
 
 @dataclass(slots=True)
@@ -109,7 +113,7 @@ class AccountPool:
                 self.accounts[row.id] = account
             else:
                 current, dirty = self.accounts[row.id], self._dirty.get(row.id, set())
-                names = ["label", "email", "priority"]
+                names = ["label", "email", "priority", "max_primary_percent", "max_secondary_percent"]
                 names += [] if STATUS in dirty else ["status", "status_reason", "cooldown_until"]
                 names += [] if USAGE in dirty else ["plan_type", "primary", "secondary", "credits"]
                 for name in names:
@@ -143,15 +147,44 @@ class AccountPool:
         for account in self.accounts.values():
             if account.id in excluded:
                 continue
+            self._hold_back(account, now)
             if account.status in LIMITED and account.cooldown_until <= now:
                 self.set_status(account, AccountStatus.ACTIVE, None)
             if account.usable(now):
                 out.append(account)
         return out
 
+    def _hold_back(self, account: Account, now: float) -> None:
+        """Limit an account whose reported usage is at its cap or spent; lift a cap that no longer holds.
+
+        So every strategy sees capped and spent accounts as unusable, and a pool where all are
+        gives a 429 carrying the earliest reset.
+        """
+        capped = account.capped(now)
+        if account.status is AccountStatus.RATE_LIMITED and (account.status_reason or "").startswith(CAP_REASON):
+            if capped is None:
+                account.cooldown_until = now
+                self.set_status(account, AccountStatus.ACTIVE, None)
+                self.mark_dirty(account, STATUS)
+            return
+        if account.status is not AccountStatus.ACTIVE:
+            return
+        window = account.spent(now)
+        if window is not None:
+            weekly = (window.window_minutes or 0) >= WEEK_MINUTES or window is account.secondary
+            status = AccountStatus.QUOTA_EXCEEDED if weekly else AccountStatus.RATE_LIMITED
+            self.cool_down(account, window.resets_at or now, status=status, reason=SPENT_REASON)
+        elif capped is not None:
+            which = "primary" if capped is account.primary else "secondary"
+            cap = account.max_primary_percent if capped is account.primary else account.max_secondary_percent
+            self.cool_down(account, capped.resets_at or now + 3600.0, status=AccountStatus.RATE_LIMITED,
+                           reason=f"{CAP_REASON} {which} window at {capped.used_percent:g}% (cap {cap:g}%)")
+
     def next_available_at(self, now: float | None = None) -> float | None:
         """Earliest time a limited or cooling-down account becomes usable again."""
         now = time.time() if now is None else now
+        for account in self.accounts.values():
+            self._hold_back(account, now)
         times = [a.cooldown_until for a in self.accounts.values()
                  if a.cooldown_until > now and a.status in (AccountStatus.ACTIVE, *LIMITED)]
         return min(times) if times else None

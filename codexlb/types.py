@@ -64,6 +64,25 @@ class Account:
     secondary: UsageWindow = field(default_factory=UsageWindow)
     """The weekly window."""
     credits: float | None = None
+    max_primary_percent: float | None = None
+    """Cap on the short window's used percent: at it the account takes no traffic (``None``: no cap)."""
+    max_secondary_percent: float | None = None
+    """Cap on the weekly window's used percent."""
+
+    def capped(self, now: float | None = None) -> UsageWindow | None:
+        """The window that has reached its cap (and has not reset since), or ``None``."""
+        now = time.time() if now is None else now
+        for cap, window in ((self.max_primary_percent, self.primary), (self.max_secondary_percent, self.secondary)):
+            if cap is not None and window.used_percent >= cap and (window.resets_at is None or window.resets_at > now):
+                return window
+        return None
+
+    def spent(self, now: float | None = None) -> UsageWindow | None:
+        """A window the upstream reported fully used that has not reset yet (binding: latest reset)."""
+        now = time.time() if now is None else now
+        spent = [w for w in (self.primary, self.secondary)
+                 if w.used_percent >= 100.0 and w.resets_at is not None and w.resets_at > now]
+        return max(spent, key=lambda w: w.resets_at or 0.0) if spent else None
 
     def usable(self, now: float | None = None) -> bool:
         """Active and not cooling down."""

@@ -44,10 +44,10 @@ Settings table ``[plugins.select_sticky]``:
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import logging
-import math
 import time
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
@@ -55,6 +55,9 @@ from typing import TYPE_CHECKING, Any
 
 from codexlb import Account, Flow, hookimpl
 from codexlb.options import PluginOptions
+from codexlb.pool import CAP_REASON
+from codexlb.types import AccountStatus
+from plugins._headroom import Headroom
 from plugins.select_least_used import effective_remaining, set_route
 
 if TYPE_CHECKING:
@@ -65,8 +68,11 @@ KEY_HEADERS = ("session-id", "thread-id", "session_id", "thread_id", "conversati
 SYSTEM_ROLES = frozenset({"system", "developer"})
 OPTIONS = ("min_remaining_pct", "weight_by_quota", "max_pins")
 WARM_SECONDS = 24 * 3600
+SYNC_SECONDS = 2.0
+"""How often placements logged by other replicas are adopted."""
+LOG_DELAY_SECONDS = 10.0
+"""Rows are logged when a flow ends (and batched): look this far behind the last read."""
 log = logging.getLogger("codexlb.select_sticky")
-_TWO_52 = float(1 << 52)
 
 
 def _text(content: Any) -> str:
@@ -130,6 +136,9 @@ class SelectSticky:
         self.max_pins = 50_000
         self._prefixes: dict[str, Any] = {}
         self._pins: OrderedDict[str, str] = OrderedDict()
+        self._moved: set[str] = set()
+        self._pinned_at: dict[str, float] = {}
+        self.headroom = Headroom()
 
     @hookimpl
     def configure(self, config: Mapping[str, Any]) -> None:
@@ -151,14 +160,6 @@ class SelectSticky:
         h = (self._prefixes.get(account_id) or self._prefix(account_id)).copy()
         h.update(key)
         return int.from_bytes(h.digest(), "big")
-
-    def _rank(self, account: Account, key: bytes, now: float) -> float:
-        """Rendezvous score of ``account`` for ``key`` (higher wins)."""
-        h = self._hash(account.id, key)
-        if not self.weight_by_quota:
-            return h
-        weight = max(1, math.ceil(self._remaining(account, now) / 10.0))
-        return weight / -math.log(((h >> 12) + 0.5) / _TWO_52)  # u in (0, 1), exact in a double
 
     @staticmethod
     def _remaining(account: Account, now: float) -> float:
@@ -182,37 +183,93 @@ class SelectSticky:
         now = time.time()
         pin = flow.session_key_hash or key
         pinned_id = self._pins.get(pin)
-        pinned = None
-        if pinned_id is not None:
-            for account in candidates:
-                if account.id == pinned_id:
-                    pinned = account
-                    break
-        if pinned is not None and self._above_floor(pinned, now):
-            self._pins.move_to_end(pin)
-            set_route(flow, NAME, "hit")
-            return pinned
+        pinned = next((a for a in candidates if a.id == pinned_id), None) if pinned_id is not None else None
         above = [a for a in candidates if self._above_floor(a, now)]
-        if pinned is not None and not above:  # everyone is low: moving would not help
+        if pinned is not None and (not above or (pinned in above and not self._should_leave(pinned, pin, now))):
             self._pins.move_to_end(pin)
+            self.headroom.live_on(pinned.id, pin, now)
             set_route(flow, NAME, "hit")
             return pinned
-        chosen = self._place(key, above or candidates, now)
+        pool = candidates if pinned is None else [a for a in candidates if a is not pinned]
+        chosen = self._place(key, [a for a in pool if a in above] or pool or candidates, now)
         if pinned_id is None:
-            reason = "new"
+            set_route(flow, NAME, "new")
         else:
-            reason = "moved-low-quota" if pinned is not None else "moved"
-        set_route(flow, NAME, reason)
+            why = "low-headroom" if pinned is not None else self._why_gone(app, pinned_id)
+            set_route(flow, NAME, f"moved-{why}")
+            if flow.route == f"{NAME}:moved-{why}":  # a retry keeps the core's reason (fallback-after-429, ...)
+                flow.route += f" from={pinned_id[:8]} to={chosen.id[:8]}"
+            self._moved.add(pin)
         self._pin(pin, chosen.id)
+        self.headroom.live_on(chosen.id, pin, now)
         return chosen
+
+    def _should_leave(self, account: Account, pin: str, now: float) -> bool:
+        """Move early: the account cannot give its living conversations one more round, and this one
+        is among the cheaper half to move (a small context), has not moved before, and can go elsewhere.
+        """
+        if not self.weight_by_quota or pin in self._moved or not self.headroom.knows(account):
+            return False
+        if self.headroom.remaining(account, now) >= self.headroom.round_cost(account.id, now):
+            return False
+        return self.headroom.cheaper_half(account.id, pin, now)
+
+    @staticmethod
+    def _why_gone(app: CodexLB | None, account_id: str) -> str:
+        """Why a pinned account is no candidate: cap, 429 (a usage limit), revoked, or unavailable."""
+        pool = getattr(app, "pool", None)
+        account = pool.accounts.get(account_id) if pool is not None else None
+        if account is None:
+            return "removed" if pool is not None else "unavailable"
+        if account.status_reason and account.status_reason.startswith(CAP_REASON):
+            return "cap"
+        if account.status in (AccountStatus.REAUTH_REQUIRED, AccountStatus.DEACTIVATED):
+            return "revoked"
+        if account.status in (AccountStatus.RATE_LIMITED, AccountStatus.QUOTA_EXCEEDED):
+            return "429"
+        return "unavailable"
 
     def _above_floor(self, account: Account, now: float) -> bool:
         return self.min_remaining_pct <= 0 or self._remaining(account, now) >= self.min_remaining_pct
 
     def _place(self, key: str, candidates: Sequence[Account], now: float) -> Account:
-        """The rendezvous choice for ``key`` among ``candidates`` (weighted by quota when configured)."""
+        """Most quota tokens per living conversation (ties: rendezvous hash); pure rendezvous when
+        ``weight_by_quota`` is off."""
         raw = key.encode("utf-8", "surrogatepass")
-        return max(candidates, key=lambda a: self._rank(a, raw, now))
+        if not self.weight_by_quota:
+            return max(candidates, key=lambda a: self._hash(a.id, raw))
+        return max(candidates, key=lambda a: (round(self.headroom.share(a, now), 6), self._hash(a.id, raw)))
+
+    @hookimpl
+    async def flow_done(self, flow: Flow) -> None:
+        """Learn budgets and living conversations from every answered turn."""
+        account = flow.account
+        if account is None or flow.status != 200:
+            return
+        key = flow.session_key_hash if flow.session_key is not None else None
+        self.headroom.observe(account, key, flow.usage, time.time())
+
+    async def _sync_loop(self, app: CodexLB) -> None:
+        """Adopt the placements other replicas logged: every ``SYNC_SECONDS``, newest row wins."""
+        from codexlb.db.requestlog import recent_session_accounts
+
+        since = time.time() - SYNC_SECONDS
+        while True:
+            await asyncio.sleep(SYNC_SECONDS)
+            try:
+                rows = await recent_session_accounts(app.sessionmaker,  # type: ignore[arg-type]
+                                                     since=since - LOG_DELAY_SECONDS, limit=self.max_pins)
+            except Exception:  # the log is a hint; keep routing on what this replica knows
+                log.debug("could not read recent placements from the request log", exc_info=True)
+                continue
+            since = time.time()
+            self.adopt(rows, app.pool.accounts)
+
+    def adopt(self, rows: Sequence[tuple[str, str, float]], accounts: Mapping[str, Any]) -> None:
+        """Take ``(pin, account id, time)`` placements that are newer than this replica's own."""
+        for pin, account_id, at in reversed(rows):  # oldest first
+            if account_id in accounts and at > self._pinned_at.get(pin, 0.0) and self._pins.get(pin) != account_id:
+                self._pin(pin, account_id, at)
 
     @hookimpl
     async def startup(self, app: CodexLB) -> None:
@@ -229,12 +286,16 @@ class SelectSticky:
             return
         for pin, account_id in reversed(list(latest.items())):  # oldest first: the newest end up hottest
             if account_id in app.pool.accounts:
-                self._pin(pin, account_id)
+                self._pin(pin, account_id, 0.0)
+        app.tasks.spawn(self._sync_loop(app), "sticky-pin-sync")
 
-    def _pin(self, key: str, account_id: str) -> None:
+    def _pin(self, key: str, account_id: str, at: float | None = None) -> None:
         if self.max_pins <= 0:
             return
         self._pins[key] = account_id
+        self._pinned_at[key] = time.time() if at is None else at
         self._pins.move_to_end(key)
         while len(self._pins) > self.max_pins:
-            self._pins.popitem(last=False)
+            gone = self._pins.popitem(last=False)[0]
+            self._moved.discard(gone)
+            self._pinned_at.pop(gone, None)
