@@ -26,6 +26,7 @@ def account_summary(account: Account | StoredAccount) -> dict[str, Any]:
         "status": account.status.value, "status_reason": account.status_reason, "priority": account.priority,
         "cooldown_until": account.cooldown_until or None, "last_used_at": account.last_used_at,
         "primary": _window(account.primary), "secondary": _window(account.secondary), "credits": account.credits,
+        "max_primary_percent": account.max_primary_percent, "max_secondary_percent": account.max_secondary_percent,
     }
 
 

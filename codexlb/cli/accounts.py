@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import os
 import sys
 import time
@@ -90,6 +91,8 @@ def register(subparsers: Any) -> None:
         cmd = cmds.add_parser(name, help=text)
         cmd.add_argument("account", metavar="ID", help="id, id prefix, label or email")
         cmd.set_defaults(func=_command(_pause if name == "pause" else _resume))
+
+    register_set(cmds)
 
     rm = cmds.add_parser("remove", help="delete an account and its tokens")
     rm.add_argument("account", metavar="ID", help="id, id prefix, label or email")
@@ -231,14 +234,103 @@ async def _export(args: argparse.Namespace, settings: Settings) -> int:
 async def _list(args: argparse.Namespace, settings: Settings) -> int:
     async with open_store(settings) as store:
         accounts = await store.list()
+        pinned = await _pinned_counts(store)
     if args.json:
-        _out(json.dumps([account_summary(a) for a in accounts], indent=2))
+        _out(json.dumps([account_summary(a) | _routing_fields(a, pinned) for a in accounts], indent=2))
     elif not accounts:
         _out("no accounts yet; add one with `codexlb accounts login` or "
              "`codexlb accounts import ~/.codex/auth.json`")
     else:
-        _out(table(accounts))
+        _out(_with_routing_columns(table(accounts), accounts, pinned))
     return 0
+
+
+# -- caps -------------------------------------------------------------------------------------------------
+
+PINNED_SECONDS = 3600.0
+"""A conversation counts as pinned to the account its newest turn of the last hour went to."""
+
+
+def register_set(cmds: Any) -> None:
+    """``accounts set LABEL --max-primary N --max-secondary N``."""
+    cmd = cmds.add_parser("set", help="set an account's usage caps (percent of its 5h / weekly window)")
+    cmd.add_argument("account", metavar="ID", help="id, id prefix, label or email")
+    cmd.add_argument("--max-primary", type=_cap, metavar="PERCENT", default=argparse.SUPPRESS,
+                     help="stop routing to it at this share of its 5h window (1-100, or 'none')")
+    cmd.add_argument("--max-secondary", type=_cap, metavar="PERCENT", default=argparse.SUPPRESS,
+                     help="stop routing to it at this share of its weekly window (1-100, or 'none')")
+    cmd.set_defaults(func=_command(_set))
+
+
+def _cap(text: str) -> float | None:
+    if text.strip().lower() in ("none", "off", ""):
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0 < value <= 100:  # also NaN
+        raise argparse.ArgumentTypeError(f"expected a percentage above 0 and at most 100, or 'none'; got {text!r}")
+    return value
+
+
+async def _set(args: argparse.Namespace, settings: Settings) -> int:
+    values = {name: getattr(args, arg) for name, arg in (("max_primary_percent", "max_primary"),
+                                                         ("max_secondary_percent", "max_secondary"))
+              if hasattr(args, arg)}
+    if not values:
+        raise CommandFailed("nothing to set: give --max-primary and/or --max-secondary")
+    async with open_store(settings) as store:
+        account = await _find(store, args.account)
+        await store.update(account.id, **values)
+    caps = ", ".join(f"{k.split('_')[1]} cap {'none' if v is None else f'{v:g}%'}" for k, v in values.items())
+    _out(f"account {account.label}: {caps} (running servers pick this up within seconds)")
+    return 0
+
+
+async def _pinned_counts(store: AccountStore) -> dict[str, int]:
+    """Conversations per account, from the request log (empty when it cannot be read)."""
+    from codexlb.db.requestlog import latest_accounts_by_session
+
+    try:
+        latest = await latest_accounts_by_session(store._sessionmaker, since=time.time() - PINNED_SECONDS,
+                                                  limit=100_000)
+    except SQLAlchemyError:
+        return {}
+    counts: dict[str, int] = {}
+    for account_id in latest.values():
+        counts[account_id] = counts.get(account_id, 0) + 1
+    return counts
+
+
+def _headroom(account: StoredAccount) -> float:
+    """Percent left before the tighter of the account's caps (100 without caps) or a full window."""
+    now, left = time.time(), 100.0
+    for cap, window in ((account.max_primary_percent, account.primary),
+                        (account.max_secondary_percent, account.secondary)):
+        used = 0.0 if window.resets_at is not None and window.resets_at <= now else window.used_percent
+        left = min(left, max(0.0, (cap if cap is not None else 100.0) - used))
+    return left
+
+
+def _routing_fields(account: StoredAccount, pinned: dict[str, int]) -> dict[str, Any]:
+    return {"headroom_percent": round(_headroom(account), 2), "pinned_conversations": pinned.get(account.id, 0)}
+
+
+def _with_routing_columns(text: str, accounts: list[StoredAccount], pinned: dict[str, int]) -> str:
+    """``table`` plus CAPS (5h/weekly), HEADROOM and PINNED columns."""
+    def caps(a: StoredAccount) -> str:
+        if a.max_primary_percent is None and a.max_secondary_percent is None:
+            return "-"
+        return "/".join("-" if c is None else f"{c:g}%" for c in (a.max_primary_percent, a.max_secondary_percent))
+
+    cells = [("CAPS 5H/WK", "HEADROOM", "PINNED")] + [
+        (caps(a), f"{_headroom(a):.0f}%", str(pinned.get(a.id, 0))) for a in accounts]
+    widths = [max(len(row[i]) for row in cells) for i in range(3)]
+    lines = text.splitlines()
+    width = max(len(line) for line in lines)
+    return "\n".join(line.ljust(width) + "  " + "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
+                     for line, row in zip(lines, cells, strict=True))
 
 
 async def _pause(args: argparse.Namespace, settings: Settings) -> int:

@@ -58,6 +58,10 @@ class AccountRow(Base):
     credits: Mapped[float | None] = mapped_column(Float)
     created_at: Mapped[float] = mapped_column(Float)
     updated_at: Mapped[float] = mapped_column(Float)
+    max_primary_percent: Mapped[float | None] = mapped_column(Float)
+    """Usage cap on the 5-hour window (percent); NULL: none."""
+    max_secondary_percent: Mapped[float | None] = mapped_column(Float)
+    """Usage cap on the weekly window (percent); NULL: none."""
 
 
 class RequestLogRow(Base):

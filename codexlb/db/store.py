@@ -31,7 +31,8 @@ if TYPE_CHECKING:
 USAGE_FIELDS = ("primary_used_percent", "primary_window_minutes", "primary_resets_at",
                 "secondary_used_percent", "secondary_window_minutes", "secondary_resets_at", "credits")
 UPDATABLE_FIELDS = frozenset({"label", "email", "plan_type", "status", "status_reason", "priority",
-                              "cooldown_until", "last_used_at", *USAGE_FIELDS})
+                              "cooldown_until", "last_used_at", *USAGE_FIELDS,
+                              "max_primary_percent", "max_secondary_percent"})
 """Columns :meth:`AccountStore.update` accepts (never tokens: use ``save_tokens``)."""
 
 
@@ -89,6 +90,8 @@ class StoredAccount:
     credits: float | None
     created_at: float
     updated_at: float
+    max_primary_percent: float | None = None
+    max_secondary_percent: float | None = None
 
     @property
     def primary(self) -> UsageWindow:
@@ -106,7 +109,9 @@ class StoredAccount:
                        chatgpt_account_id=self.chatgpt_account_id, plan_type=self.plan_type,
                        status=self.status, status_reason=self.status_reason, priority=self.priority,
                        cooldown_until=self.cooldown_until, last_used_at=self.last_used_at,
-                       primary=self.primary, secondary=self.secondary, credits=self.credits)
+                       primary=self.primary, secondary=self.secondary, credits=self.credits,
+                       max_primary_percent=self.max_primary_percent,
+                       max_secondary_percent=self.max_secondary_percent)
 
 
 @dataclass(frozen=True, slots=True)
@@ -336,4 +341,5 @@ class AccountStore:
             primary_resets_at=row.primary_resets_at, secondary_used_percent=row.secondary_used_percent,
             secondary_window_minutes=row.secondary_window_minutes,
             secondary_resets_at=row.secondary_resets_at, credits=row.credits,
-            created_at=row.created_at, updated_at=row.updated_at)
+            created_at=row.created_at, updated_at=row.updated_at,
+            max_primary_percent=row.max_primary_percent, max_secondary_percent=row.max_secondary_percent)

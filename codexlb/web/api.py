@@ -41,7 +41,8 @@ if TYPE_CHECKING:
 blueprint = Blueprint("api", __name__, url_prefix="/api")
 log = logging.getLogger("codexlb.web")
 SESSION_KEY = "codexlb_oauth_session"
-PATCH_FIELDS = {"label", "priority", "status"}
+PATCH_FIELDS = {"label", "priority", "status", "max_primary_percent", "max_secondary_percent"}
+CAP_FIELDS = ("max_primary_percent", "max_secondary_percent")
 
 
 class ApiError(Exception):
@@ -215,6 +216,14 @@ def _patch_values(body: Any, row: StoredAccount) -> dict[str, Any]:
             raise ApiError(409, "reauth_required", f"account {row.label} needs a new login "
                            f"({row.status_reason}); start one with POST /api/accounts/oauth/start")
         values["status"], values["status_reason"] = body["status"], None
+    for name in CAP_FIELDS:
+        if name in body:
+            cap = body[name]
+            if cap is not None and (isinstance(cap, bool) or not isinstance(cap, int | float)
+                                    or not 0 < cap <= 100):
+                raise ApiError(400, "invalid_request", f"{name} must be a number above 0 and at most 100, "
+                               "or null for no cap")
+            values[name] = None if cap is None else float(cap)
     return values
 
 
@@ -230,6 +239,9 @@ async def patch_account(ref: str) -> Any:
         live.priority = values.get("priority", live.priority)
         if "status" in values:
             pool.set_status(live, AccountStatus(values["status"]), None)
+        for name in CAP_FIELDS:
+            if name in values:
+                setattr(live, name, values[name])
     updated = await _store().get(row.id)
     return jsonify(_summary(updated or row))
 
