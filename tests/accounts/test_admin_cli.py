@@ -28,7 +28,7 @@ async def test_list_table_and_json(fake: FakeUpstream, settings: Settings, cli, 
     assert await run.result() == 0
     header, first, second = run.out.strip().splitlines()
     assert header.split() == ["LABEL", "EMAIL", "PLAN", "STATUS", "5H", "USAGE", "WEEKLY", "USAGE", "LAST", "USED",
-                              "ID"]
+                              "ID", "CAPS", "5H/WK", "HEADROOM", "PINNED"]
     assert "one@example.com" in first and "plus" in first and "active" in first and "37% (resets " in first
     assert "12% (resets " in first and "5m ago" in first and rows[0].id[:8] in first
     assert "reauth_required (token refresh refused: refresh_token_reused (HTTP 401))" in second
