@@ -25,11 +25,12 @@ place a conversation on the same account, and new conversations favour fuller ac
 kept in memory (keyed by the same hash the request log stores) and, at start, warmed from the
 request log's last 24 hours, so a restarted replica keeps conversations where they were.
 
-Route reasons: ``sticky:new`` (first placement), ``sticky:hit`` (its pinned account),
-``sticky:moved`` (its account is unusable), ``sticky:moved-low-quota`` (its account is below
-``min_remaining_pct`` while another candidate is not), or, without a key, ``None`` is returned
-(``flow.route`` set to ``sticky:no-key`` when still empty) and the next strategy decides. On a
-retry of the same flow the core's ``fallback-after-<status>`` / ``retry-after-401`` reason is kept.
+Route reasons: ``sticky:new`` (first placement), ``sticky:hit`` (its pinned account), and on a
+move ``sticky:moved-<why> from=<old id[:8]> to=<new id[:8]>`` with ``<why>`` one of ``cap``,
+``low-headroom`` (an early move, see below), ``429``, ``revoked``, ``removed``, ``unavailable``;
+on a retry of the same flow the core's ``fallback-after-<status>`` / ``retry-after-401`` reason
+replaces ``moved-<why>`` and the accounts are still named. Without a key ``None`` is returned
+(``flow.route`` set to ``sticky:no-key`` when still empty) and the next strategy decides.
 
 Settings table ``[plugins.select_sticky]``:
 
@@ -196,9 +197,8 @@ class SelectSticky:
             set_route(flow, NAME, "new")
         else:
             why = "low-headroom" if pinned is not None else self._why_gone(app, pinned_id)
-            set_route(flow, NAME, f"moved-{why}")
-            if flow.route == f"{NAME}:moved-{why}":  # a retry keeps the core's reason (fallback-after-429, ...)
-                flow.route += f" from={pinned_id[:8]} to={chosen.id[:8]}"
+            set_route(flow, NAME, f"moved-{why}")  # a retry keeps the core's reason (fallback-after-429, ...)
+            flow.route += f" from={pinned_id[:8]} to={chosen.id[:8]}"
             self._moved.add(pin)
         self._pin(pin, chosen.id)
         self.headroom.live_on(chosen.id, pin, now)

@@ -290,17 +290,10 @@ async def _set(args: argparse.Namespace, settings: Settings) -> int:
 
 async def _pinned_counts(store: AccountStore) -> dict[str, int]:
     """Conversations per account, from the request log (empty when it cannot be read)."""
-    from codexlb.db.requestlog import latest_accounts_by_session
-
     try:
-        latest = await latest_accounts_by_session(store._sessionmaker, since=time.time() - PINNED_SECONDS,
-                                                  limit=100_000)
+        return await store.pinned_conversations(since=time.time() - PINNED_SECONDS)
     except SQLAlchemyError:
         return {}
-    counts: dict[str, int] = {}
-    for account_id in latest.values():
-        counts[account_id] = counts.get(account_id, 0) + 1
-    return counts
 
 
 def _headroom(account: StoredAccount) -> float:

@@ -21,6 +21,7 @@ from sqlalchemy.exc import IntegrityError
 
 from codexlb.db.engine import begin_write
 from codexlb.db.models import AccountRow, UsageSnapshotRow
+from codexlb.db.requestlog import latest_accounts_by_session
 from codexlb.types import Account, AccountStatus, UsageWindow
 
 if TYPE_CHECKING:
@@ -315,6 +316,14 @@ class AccountStore:
         async with begin_write(self._sessionmaker) as session:
             result = await session.execute(delete(UsageSnapshotRow).where(UsageSnapshotRow.time < older_than))
         return int(result.rowcount)  # type: ignore[attr-defined]
+
+    async def pinned_conversations(self, since: float, *, limit: int = 100_000) -> dict[str, int]:
+        """Conversations per account id: each counts for the account its newest answered turn since
+        ``since`` went to (from the request log; at most ``limit`` newest rows are read)."""
+        counts: dict[str, int] = {}
+        for account_id in (await latest_accounts_by_session(self._sessionmaker, since=since, limit=limit)).values():
+            counts[account_id] = counts.get(account_id, 0) + 1
+        return counts
 
     # -- helpers ------------------------------------------------------------------------------
     def _set_tokens(self, row: AccountRow, access_token: str, refresh_token: str | None,

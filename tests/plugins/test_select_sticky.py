@@ -272,7 +272,8 @@ async def test_conversation_stays_and_moves_only_when_exhausted(tmp_path: Path) 
 
         proxy.fake.inject(fake_of[home].chatgpt_account_id, Fault.usage_limit(resets_at=int(time.time()) + 3600))
         new, route = await turn(proxy, second)
-        assert new != home and route == "sticky:fallback-after-429"
+        ids = {a.label: a.id for a in proxy.lb.pool.all()}
+        assert new != home and route == f"sticky:fallback-after-429 from={ids[home][:8]} to={ids[new][:8]}"
         for _ in range(3):  # the home account cools down; the conversation stays on the new one
             assert await turn(proxy, second) == (new, "sticky:hit")
         served = Counter(r.account_id for r in proxy.fake.requests_for("responses"))

@@ -32,6 +32,9 @@ async def test_cap_moves_the_conversation_and_takes_no_new_ones(tmp_path: Path) 
 
         bad = await proxy.client.patch(f"/api/accounts/{home.id}", json={"max_primary_percent": 150})
         assert bad.status_code == 400 and "max_primary_percent" in bad.json()["error"]["message"]
+        form = await proxy.client.patch(f"/api/accounts/{home.id}", data={"max_primary_percent": "40"})
+        assert form.status_code == 415  # the admin guard: JSON only
+        assert home.max_primary_percent is None
         patched = await proxy.client.patch(f"/api/accounts/{home.id}", json={"max_primary_percent": 40})
         assert patched.status_code == 200 and patched.json()["max_primary_percent"] == 40.0
 
