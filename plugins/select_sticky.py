@@ -12,22 +12,26 @@ Conversation key (the first one present; stored raw in ``flow.session_key``):
    chat message and its Responses translation give the same key.
 
 A conversation is placed once and then pinned to its account (an in-memory LRU of ``max_pins``
-keys): later turns go to the same account while it is usable and above ``min_remaining_pct``,
-so the upstream prompt cache stays warm. It moves only when that account becomes unusable (or
-runs low while another has quota), and then stays on the new account even after the old one
-recovers: going back would cost the cache a second time.
+keys). Later turns go to the same account for as long as the pool offers it (the pool holds back
+an account at its cap or with a window reported spent), even when it is low: what is left still
+pays for turns, and leaving early is a cache miss the conversation may never have needed. It moves
+when the account is no candidate any more (cap, usage limit, revoked, paused), or early, once, when
+the account's learned headroom cannot pay one more turn of every conversation living on it and
+this conversation is among the cheaper half to move (``plugins._headroom``), and some other
+candidate is above ``min_remaining_pct``. A moved conversation stays on its new account, where its
+cache now is.
 
-Placement is rendezvous (highest-random-weight) hashing over the usable candidates: every account
-gets the score ``blake2b(account.id + "\\0" + key)`` (8 bytes), weighted by remaining quota unless
-``weight_by_quota`` is off (``-w / ln(u)``, ``w`` = remaining in 10-point steps, 1..10), and the
-highest wins. The hash is stable across processes, so replicas with the same view of the pool
-place a conversation on the same account, and new conversations favour fuller accounts. Pins are
-kept in memory (keyed by the same hash the request log stores) and, at start, warmed from the
-request log's last 24 hours, so a restarted replica keeps conversations where they were.
+New and moved conversations go to the candidate with the most quota tokens left per living
+conversation (budgets learned from usage headers, windows about to reset counted as nearly full),
+skipping candidates below ``min_remaining_pct`` while another is above; ties are broken by
+rendezvous hashing (``blake2b(account.id + "\\0" + key)``), stable across processes. Pins are
+kept in memory (keyed by the same hash the request log stores), warmed at start from the request
+log's last 24 hours, and every ``SYNC_SECONDS`` the placements other replicas logged are adopted
+(newest wins), so replicas sharing a database agree within a few seconds.
 
 Route reasons: ``sticky:new`` (first placement), ``sticky:hit`` (its pinned account), and on a
 move ``sticky:moved-<why> from=<old id[:8]> to=<new id[:8]>`` with ``<why>`` one of ``cap``,
-``low-headroom`` (an early move, see below), ``429``, ``revoked``, ``removed``, ``unavailable``;
+``low-headroom`` (an early move, above), ``429``, ``revoked``, ``removed``, ``unavailable``;
 on a retry of the same flow the core's ``fallback-after-<status>`` / ``retry-after-401`` reason
 replaces ``moved-<why>`` and the accounts are still named. Without a key ``None`` is returned
 (``flow.route`` set to ``sticky:no-key`` when still empty) and the next strategy decides.
@@ -35,10 +39,12 @@ replaces ``moved-<why>`` and the accounts are still named. Without a key ``None`
 Settings table ``[plugins.select_sticky]``:
 
 - ``min_remaining_pct`` (float 0..100, default 2.0): an account whose short or weekly remaining
-  quota is below this takes no sticky traffic while another candidate has more; 0 turns it off.
-  Remaining is ``select_least_used.effective_remaining`` with its default ramp: a window that
-  resets within 5 minutes counts as (nearly) full, one already past its reset as full.
-- ``weight_by_quota`` (bool, default true): weight placement by remaining quota (above).
+  quota is below this takes no new or moved conversations while another candidate has more (its
+  pinned conversations stay); 0 turns it off. Remaining is
+  ``select_least_used.effective_remaining`` with its default ramp: a window that resets within 5
+  minutes counts as (nearly) full, one already past its reset as full.
+- ``weight_by_quota`` (bool, default true): place by learned headroom and move early (above);
+  off: pure rendezvous hashing, no early moves.
 - ``max_pins`` (int, default 50000): conversations remembered; 0 turns pinning off, so every turn
   is placed by rendezvous alone (and returns to its first account when that recovers).
 """
@@ -186,7 +192,8 @@ class SelectSticky:
         pinned_id = self._pins.get(pin)
         pinned = next((a for a in candidates if a.id == pinned_id), None) if pinned_id is not None else None
         above = [a for a in candidates if self._above_floor(a, now)]
-        if pinned is not None and (not above or (pinned in above and not self._should_leave(pinned, pin, now))):
+        # a usable pinned account is ridden to its end, unless an early move to a fuller account pays
+        if pinned is not None and (not above or not self._should_leave(pinned, pin, now)):
             self._pins.move_to_end(pin)
             self.headroom.live_on(pinned.id, pin, now)
             set_route(flow, NAME, "hit")

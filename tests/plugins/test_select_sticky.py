@@ -190,16 +190,19 @@ async def test_retry_keeps_the_core_reason_and_takes_the_next_account() -> None:
     assert chosen is not None and chosen.id == order[1] and flow.route == "sticky:fallback-after-429"
 
 
-async def test_low_quota_owner_is_left_before_the_wall() -> None:
+async def test_low_pinned_account_is_ridden_to_the_end_but_takes_no_new_conversations() -> None:
     accounts = [make_account(a.id) for a in ACCOUNTS]
     order = await ranking("conv", accounts)
     by_id = {a.id: a for a in accounts}
     plugin = sticky()
     assert await plugin.select_account(keyed("conv"), accounts, None) is by_id[order[0]]
     by_id[order[0]].primary.used_percent = 98.5
-    flow = keyed("conv")
-    assert await plugin.select_account(flow, accounts, None) is by_id[order[1]]
-    assert flow.route.startswith("sticky:moved-low-headroom from=")
+    flow = keyed("conv")  # what is left still pays for turns: the conversation keeps its cache
+    assert await plugin.select_account(flow, accounts, None) is by_id[order[0]] and flow.route == "sticky:hit"
+    flow = keyed("conv")  # spent: the pool no longer offers it, the conversation moves once
+    assert await plugin.select_account(flow, [a for a in accounts if a.id != order[0]], None) is by_id[order[1]]
+    assert flow.route == f"sticky:moved-unavailable from={order[0][:8]} to={order[1][:8]}"
+    assert await sticky().select_account(keyed("conv"), accounts, None) is by_id[order[1]]  # new: skips the low one
     by_id[order[1]].secondary.used_percent = 99.0  # the next one is low on its week: skip it too
     assert await sticky().select_account(keyed("conv"), accounts, None) is by_id[order[2]]
     # a window that resets within minutes counts as nearly full: a new placement may use it
@@ -317,7 +320,7 @@ async def test_moved_conversation_stays_after_home_recovers() -> None:
         assert again.route == ("sticky:new" if back_home else "sticky:hit")
 
 
-async def test_pinned_account_left_when_low_on_quota() -> None:
+async def test_moved_conversation_stays_on_a_low_account_while_it_is_usable() -> None:
     from types import SimpleNamespace
 
     from codexlb.testing import make_account as account
@@ -331,8 +334,9 @@ async def test_pinned_account_left_when_low_on_quota() -> None:
     home = await plugin.select_account(flow_for(payload=body), accounts, app)
     moved = await plugin.select_account(flow_for(payload=body), [a for a in accounts if a is not home], app)
     moved.primary.used_percent = 99.5
-    chosen = await plugin.select_account(flow_for(payload=body), accounts, app)
-    assert chosen is not moved
+    flow = flow_for(payload=body)
+    assert await plugin.select_account(flow, accounts, app) is moved and flow.route == "sticky:hit"
+    assert home is not moved  # it stays where its cache is; it does not go back either
 
 
 def test_max_pins_validated() -> None:
