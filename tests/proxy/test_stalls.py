@@ -33,7 +33,8 @@ def assert_failed_over(proxy: ProxyHarness, response, reason: str) -> None:  # n
     assert names.count("response.created") == 1 and names[-1] == "response.completed"
     accounts = tried(proxy)
     assert len(accounts) == 2 and accounts[0] != accounts[1]
-    assert response.headers["x-codexlb-route"].endswith(f":fallback-after-{reason}")
+    route = response.headers["x-codexlb-route"]  # e.g. sticky:fallback-after-429 from=<old> to=<new>
+    assert route.split(" ")[0].endswith(f":fallback-after-{reason}")
     first = next(a for a in proxy.lb.pool.all() if a.chatgpt_account_id == accounts[0])
     assert first.cooldown_until > time.time()
 
