@@ -43,6 +43,7 @@ from bench.matrix_workload import (
     scenarios,
     short_budget,
 )
+from bench.sim_upstream import SimUpstream
 from codexlb import hookimpl, ratelimits
 from codexlb.app import CodexLB
 from codexlb.flow import Flow, ProxyResponse
@@ -51,7 +52,6 @@ from codexlb.pool import STATUS
 from codexlb.testing import make_flow
 from codexlb.testing.fake_sse import frame, usage_block
 from codexlb.testing.harness import make_settings
-from codexlb.testing.sim_upstream import SimUpstream
 from codexlb.types import Account, AccountStatus
 from codexlb.upstream_errors import classify
 

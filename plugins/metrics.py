@@ -93,7 +93,7 @@ def route_reason(route: str) -> str:
     """``strategy:reason`` with the open-ended part of a fallback reason reduced to a class."""
     if not route:
         return "none"
-    strategy, _, reason = route.partition(":")
+    strategy, _, reason = route.split(" ", 1)[0].partition(":")  # " from=.. to=.." names accounts: dropped
     if reason.startswith("fallback-after-"):
         after = reason[len("fallback-after-"):]
         after = after if after.isdigit() and len(after) == 3 else error_class(after)

@@ -50,7 +50,8 @@ async def test_a_streamed_turn_and_a_failover_show_up(tmp_path: Path) -> None:
         assert (await proxy.client.post("/backend-api/codex/responses", json=BODY)).status_code == 200
         proxy.fake.inject(None, Fault.usage_limit(resets_in_seconds=600))
         failed_over = await proxy.client.post("/backend-api/codex/responses", json=BODY)
-        assert failed_over.headers["x-codexlb-route"].endswith(":fallback-after-429")
+        assert ":fallback-after-429 from=" in failed_over.headers["x-codexlb-route"]
+        assert route_reason(failed_over.headers["x-codexlb-route"]) == "sticky:fallback-after-429"  # no ids
         text = await wait_for(proxy, "codexlb_requests_total", 1, route="codex_responses", status="200",
                               reason=route_reason(failed_over.headers["x-codexlb-route"]))
         assert sum(v for (name, _), v in samples(text).items() if name == "codexlb_requests_total") == 2

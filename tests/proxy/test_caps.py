@@ -5,11 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from codexlb.testing.db import postgres_base_url, temp_postgres_database
 from codexlb.testing.fake_upstream import FakeUpstream
 from codexlb.testing.harness import ProxyHarness, proxy_server
 from codexlb.types import AccountStatus
 from tests.proxy.conftest import PIPELINE
+from tests.support.postgres import postgres_base_url, temp_postgres_database
 
 BODY = {"model": "gpt-5.5", "instructions": "", "stream": True, "store": False, "prompt_cache_key": "conv-cap",
         "input": [{"type": "message", "role": "user", "content": [{"type": "input_text", "text": "hi"}]}]}
