@@ -52,6 +52,10 @@ class Settings:
     admin_allowed_hosts: tuple[str, ...] = setting(
         (), "Host names the /api admin routes answer besides localhost and loopback addresses "
         "(comma-separated)", kind="hostnames")
+    dashboard_enabled: bool = setting(True, "serve the web dashboard under /dashboard/")
+    dashboard_session_hours: float = setting(12.0, "how long a dashboard sign-in lasts", min=0.01, max=720)
+    dashboard_login_attempts: int = setting(
+        5, "failed dashboard sign-ins one client may make per 15 minutes before it must wait", min=1, max=1000)
     proxy_max_attempts: int = setting(4, "accounts tried for one request before giving up", min=1, max=50)
     trace_hooks: bool = setting(False, "log every hook call with its duration (debugging)")
     route_headers: bool = setting(

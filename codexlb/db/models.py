@@ -74,6 +74,9 @@ class RequestLogRow(Base):
     __table_args__ = (
         Index("ix_request_log_time", "time"),
         Index("ix_request_log_account_id_time", "account_id", "time"),
+        Index("ix_request_log_model_time", "model", "time"),
+        Index("ix_request_log_status_time", "status", "time"),
+        Index("ix_request_log_route_time", "route", "time"),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
@@ -139,3 +142,38 @@ class MetaRow(Base):
 
     key: Mapped[str] = mapped_column(String(200), primary_key=True)
     value: Mapped[str] = mapped_column(Text)
+
+
+class RequestRollupRow(Base):
+    """Request-log totals of one finished hour (the dashboard's charts read these, not the log).
+
+    Filled on read by :mod:`codexlb.db.dashboard_queries` for hours old enough that no more rows
+    can arrive; an hour with no requests has a row of zeros, so it is never aggregated twice.
+    """
+
+    __tablename__ = "request_rollup_hourly"
+
+    hour: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=False)
+    """Unix time of the hour's start divided by 3600."""
+    requests: Mapped[int] = mapped_column(BigInteger)
+    errors: Mapped[int] = mapped_column(BigInteger)
+    input_tokens: Mapped[int] = mapped_column(BigInteger)
+    cached_tokens: Mapped[int] = mapped_column(BigInteger)
+    output_tokens: Mapped[int] = mapped_column(BigInteger)
+    reasoning_tokens: Mapped[int] = mapped_column(BigInteger)
+
+
+class DashboardSessionRow(Base):
+    """A signed-in dashboard browser: an admin, or an API-key holder (``kind = 'key'``)."""
+
+    __tablename__ = "dashboard_sessions"
+    __table_args__ = (Index("ix_dashboard_sessions_expires_at", "expires_at"),)
+
+    id_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    """SHA-256 of the session id held in the cookie (the id itself is never stored)."""
+    kind: Mapped[str] = mapped_column(String(16))
+    subject: Mapped[str | None] = mapped_column(String(64))
+    """For ``kind = 'key'``: the API key's id."""
+    csrf_token: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[float] = mapped_column(Float)
+    expires_at: Mapped[float] = mapped_column(Float)

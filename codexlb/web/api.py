@@ -7,6 +7,8 @@ Every route is behind :mod:`codexlb.web.admin_guard` (this machine only, ``Host`
   starts the callback listener (``listening: false`` when its port is busy: then paste via ``complete``).
 - ``GET /api/accounts/oauth/status``: ``idle`` | ``pending`` | ``success`` (with the account) | ``error``.
 - ``POST /api/accounts/oauth/complete`` ``{"callback_url"}``: finish with the URL the browser ended on.
+- ``POST /api/accounts/device/start`` ``{"label"?}``, ``GET /api/accounts/device/status``: a device-code
+  login the server polls (``pending`` | ``success`` | ``error``), with the user code and link.
 - ``POST /api/accounts/import``: an auth.json document, or a list of them (all are checked first:
   one invalid document imports none).
 - ``GET /api/accounts``, ``GET|PATCH|DELETE /api/accounts/<id>`` (PATCH: ``label``, ``priority``,
@@ -20,43 +22,32 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from quart import Blueprint, current_app, jsonify, request
 
-from codexlb.accounts.authjson import AuthBatchError, check_batch, import_auth, parse_auth_json
+from codexlb.accounts import service
 from codexlb.accounts.login import LoginSession
 from codexlb.accounts.oauth import LoginError
-from codexlb.accounts.views import account_summary
+from codexlb.accounts.service import ServiceError
 from codexlb.app import lb_of
-from codexlb.db.store import AmbiguousAccount
-from codexlb.types import AccountStatus
 from codexlb.web import json_error
 
 if TYPE_CHECKING:
     from codexlb.app import CodexLB
-    from codexlb.db.store import AccountStore, StoredAccount
 
 blueprint = Blueprint("api", __name__, url_prefix="/api")
 log = logging.getLogger("codexlb.web")
 SESSION_KEY = "codexlb_oauth_session"
-PATCH_FIELDS = {"label", "priority", "status", "max_primary_percent", "max_secondary_percent"}
-CAP_FIELDS = ("max_primary_percent", "max_secondary_percent")
-
-
-class ApiError(Exception):
-    def __init__(self, status: int, code: str, message: str) -> None:
-        super().__init__(message)
-        self.status, self.code, self.message = status, code, message
+ApiError = ServiceError
 
 
 def _error(status: int, code: str, message: str) -> Any:
     return json_error(status, code, message, kind={403: "permission_error", 404: "not_found_error"}.get(status))
 
 
-@blueprint.errorhandler(ApiError)
-async def _api_error(exc: ApiError) -> Any:
+@blueprint.errorhandler(ServiceError)
+async def _api_error(exc: ServiceError) -> Any:
     return _error(exc.status, exc.code, exc.message)
 
 
@@ -64,33 +55,11 @@ def _lb() -> CodexLB:
     return lb_of(current_app)
 
 
-def _store() -> AccountStore:
-    store = _lb().store
-    if store is None:
-        raise ApiError(503, "not_ready", "the database is not open yet")
-    return store
-
-
 async def _json_body(*, required: bool = True) -> Any:
     data = await request.get_json(silent=True)  # the guard already required application/json
     if data is None and required:
         raise ApiError(400, "invalid_json", "request body must be JSON")
     return data
-
-
-async def _resolve(ref: str) -> StoredAccount:
-    try:
-        account = await _store().find(ref)
-    except AmbiguousAccount as exc:
-        raise ApiError(400, "ambiguous_account", str(exc)) from None
-    if account is None:
-        raise ApiError(404, "account_not_found", f"no account matches {ref!r}")
-    return account
-
-
-def _summary(row: StoredAccount) -> dict[str, Any]:
-    live = _lb().pool.get(row.id)
-    return account_summary(live if live is not None else row)
 
 
 # -- OAuth ------------------------------------------------------------------------------------------------
@@ -109,16 +78,15 @@ async def _run_session(session: LoginSession, timeout: float) -> None:
         await session.close()
 
 
-@blueprint.post("/accounts/oauth/start")
-async def oauth_start() -> Any:
-    lb, store = _lb(), _store()
-    body = await _json_body(required=False) or {}
-    label = body.get("label") if isinstance(body, dict) else None
+async def begin_oauth(label: str | None) -> dict[str, Any]:
+    """Start a browser login (replacing an unfinished one); the authorize URL and the state."""
+    lb = _lb()
+    store = service.store_of(lb)
     previous = _current()
     if previous is not None:
         await previous[0].close()
         previous[1].cancel()
-    session = LoginSession(lb.settings, store, label=label if isinstance(label, str) and label else None,
+    session = LoginSession(lb.settings, store, label=label or None,
                            on_saved=lambda row: None if lb.pool.put(row) else None)
     message = None
     try:
@@ -132,13 +100,25 @@ async def oauth_start() -> Any:
               **session.snapshot()}
     if message:
         answer["message"] = message
-    return jsonify(answer)
+    return answer
+
+
+def oauth_snapshot() -> dict[str, Any]:
+    current = _current()
+    return current[0].snapshot() if current else {"status": "idle", "listening": False}
+
+
+@blueprint.post("/accounts/oauth/start")
+async def oauth_start() -> Any:
+    service.store_of(_lb())
+    body = await _json_body(required=False) or {}
+    label = body.get("label") if isinstance(body, dict) else None
+    return jsonify(await begin_oauth(label if isinstance(label, str) else None))
 
 
 @blueprint.get("/accounts/oauth/status")
 async def oauth_status() -> Any:
-    current = _current()
-    return jsonify(current[0].snapshot() if current else {"status": "idle", "listening": False})
+    return jsonify(oauth_snapshot())
 
 
 @blueprint.post("/accounts/oauth/complete")
@@ -157,99 +137,50 @@ async def oauth_complete() -> Any:
     return jsonify(current[0].snapshot())
 
 
+# -- device code ------------------------------------------------------------------------------------------
+
+
+@blueprint.post("/accounts/device/start")
+async def device_start() -> Any:
+    body = await _json_body(required=False) or {}
+    label = body.get("label") if isinstance(body, dict) else None
+    flow = await service.start_device_login(_lb(), current_app.extensions, label if isinstance(label, str) else None)
+    return jsonify(flow.snapshot())
+
+
+@blueprint.get("/accounts/device/status")
+async def device_status() -> Any:
+    return jsonify(service.device_status(current_app.extensions))
+
+
 # -- accounts ---------------------------------------------------------------------------------------------
 
 
 @blueprint.post("/accounts/import")
 async def import_accounts() -> Any:
-    store, lb = _store(), _lb()
-    body = await _json_body()
-    documents = body if isinstance(body, list) else [body]
-    try:
-        parsed = check_batch((f"item {n}" if isinstance(body, list) else "", partial(parse_auth_json, document))
-                             for n, document in enumerate(documents))
-    except AuthBatchError as exc:
-        raise ApiError(400, "invalid_auth_json", str(exc)) from None
-    out = []
-    for auth in parsed:
-        try:
-            row, created = await import_auth(store, auth)
-        except LoginError as exc:
-            raise ApiError(400, exc.code, exc.message) from None
-        lb.pool.put(row)
-        out.append({**_summary(row), "created": created})
+    out = await service.import_documents(_lb(), await _json_body())
     return jsonify({"object": "list", "data": out})
 
 
 @blueprint.get("/accounts")
 async def list_accounts() -> Any:
-    rows = await _store().list()
-    return jsonify({"object": "list", "data": [_summary(row) for row in rows]})
+    lb = _lb()
+    rows = await service.store_of(lb).list()
+    return jsonify({"object": "list", "data": [service.summary(lb, row) for row in rows]})
 
 
 @blueprint.get("/accounts/<ref>")
 async def get_account(ref: str) -> Any:
-    return jsonify(_summary(await _resolve(ref)))
-
-
-def _patch_values(body: Any, row: StoredAccount) -> dict[str, Any]:
-    if not isinstance(body, dict) or not body:
-        raise ApiError(400, "invalid_request", "expected a JSON object with label, priority and/or status")
-    unknown = set(body) - PATCH_FIELDS
-    if unknown:
-        raise ApiError(400, "invalid_request", f"cannot change {', '.join(sorted(unknown))} "
-                       f"(allowed: {', '.join(sorted(PATCH_FIELDS))})")
-    values: dict[str, Any] = {}
-    if "label" in body:
-        label = body["label"]
-        if not isinstance(label, str) or not label.strip() or len(label) > 200:
-            raise ApiError(400, "invalid_request", "label must be a non-empty string of at most 200 characters")
-        values["label"] = label.strip()
-    if "priority" in body:
-        if not isinstance(body["priority"], int) or isinstance(body["priority"], bool):
-            raise ApiError(400, "invalid_request", "priority must be an integer")
-        values["priority"] = body["priority"]
-    if "status" in body:
-        if body["status"] not in ("paused", "active"):
-            raise ApiError(400, "invalid_request", "status must be \"paused\" or \"active\"")
-        if body["status"] == "active" and row.status is AccountStatus.REAUTH_REQUIRED:
-            raise ApiError(409, "reauth_required", f"account {row.label} needs a new login "
-                           f"({row.status_reason}); start one with POST /api/accounts/oauth/start")
-        values["status"], values["status_reason"] = body["status"], None
-    for name in CAP_FIELDS:
-        if name in body:
-            cap = body[name]
-            if cap is not None and (isinstance(cap, bool) or not isinstance(cap, int | float)
-                                    or not 0 < cap <= 100):
-                raise ApiError(400, "invalid_request", f"{name} must be a number above 0 and at most 100, "
-                               "or null for no cap")
-            values[name] = None if cap is None else float(cap)
-    return values
+    lb = _lb()
+    return jsonify(service.summary(lb, await service.resolve(lb, ref)))
 
 
 @blueprint.patch("/accounts/<ref>")
 async def patch_account(ref: str) -> Any:
-    row = await _resolve(ref)
-    values = _patch_values(await _json_body(), row)
-    await _store().update(row.id, **values)
-    pool = _lb().pool
-    live = pool.get(row.id)
-    if live is not None:
-        live.label = values.get("label", live.label)
-        live.priority = values.get("priority", live.priority)
-        if "status" in values:
-            pool.set_status(live, AccountStatus(values["status"]), None)
-        for name in CAP_FIELDS:
-            if name in values:
-                setattr(live, name, values[name])
-    updated = await _store().get(row.id)
-    return jsonify(_summary(updated or row))
+    return jsonify(await service.change_account(_lb(), ref, await _json_body()))
 
 
 @blueprint.delete("/accounts/<ref>")
 async def delete_account(ref: str) -> Any:
-    row = await _resolve(ref)
-    await _store().delete(row.id)
-    _lb().pool.remove(row.id)
-    log.info("account %s removed via the API", row.label)
+    row = await service.remove_account(_lb(), ref)
     return jsonify({"id": row.id, "object": "account", "deleted": True})
