@@ -139,7 +139,7 @@ class CodexLB:
 
 def create_app(settings: Settings | None = None, *, plugins: Iterable[object] = ()) -> Quart:
     """Build the Quart app; ``plugins`` are extra plugin objects, called before the listed ones."""
-    from codexlb.web import admin, admission, api, compat, jobs_api, proxy, responses_ws
+    from codexlb.web import admin, admission, api, compat, dashboard, jobs_api, proxy, responses_ws
 
     settings = settings or load_settings()
     lb = CodexLB(settings, plugins)
@@ -151,7 +151,8 @@ def create_app(settings: Settings | None = None, *, plugins: Iterable[object] = 
     for blueprint in (proxy.blueprint, compat.blueprint, responses_ws.blueprint, admin.blueprint, api.blueprint,
                       jobs_api.blueprint, *lb.hooks.register_routes()):  # jobs_api: issue 6 (after proxy)
         app.register_blueprint(blueprint)
-    admission.install(app)  # every route: client admission, the admin guard, or public
+    dashboard.install(app)
+    admission.install(app)  # every route: client admission, the admin guard, the dashboard's, or public
     admin.install_error_handlers(app)
 
     @app.while_serving  # type: ignore[type-var]

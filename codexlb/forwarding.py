@@ -146,3 +146,18 @@ def forwarded_clients(headers: Any) -> list[str]:
     except MalformedHeader:
         return [*clients, "malformed"]
     return clients + [element["for"] for element in elements if "for" in element]
+
+
+def forwarded_proto(headers: Any) -> str | None:
+    """The scheme the client used according to the nearest proxy (``X-Forwarded-Proto`` or the last
+    ``Forwarded`` element's ``proto``), lower-cased; ``None`` when neither says.
+    """
+    hops = split_list(header_lines(headers, "x-forwarded-proto"))
+    if hops:
+        return hops[-1].lower()
+    try:
+        elements = parse_forwarded(header_lines(headers, FORWARDED))
+    except MalformedHeader:
+        return None
+    protos = [element["proto"] for element in elements if "proto" in element]
+    return protos[-1].lower() if protos else None

@@ -5,11 +5,14 @@ from __future__ import annotations
 import argparse
 import json
 from dataclasses import fields
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pluggy
 
 from codexlb.settings import PREFIX, Settings, mask
+
+if TYPE_CHECKING:
+    from codexlb.hooks import Hooks
 
 
 def register(sub: Any) -> None:
@@ -66,16 +69,20 @@ def run_check(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def run_plugins(args: argparse.Namespace, settings: Settings) -> int:
-    from codexlb.hooks import Hooks
-    from codexlb.plugin_loader import make_plugin_manager
-
-    pm = make_plugin_manager(settings.pipeline_plugins)
-    hooks = Hooks(pm)
+def plugin_rows(settings: Settings, hooks: Hooks) -> list[dict[str, Any]]:
+    """Each enabled plugin with the hooks it implements and its options (as configured)."""
     out: list[dict[str, Any]] = []
     for name in settings.pipeline_plugins:
         implemented = sorted(h for h in hooks._impls if name in hooks.implementers(h))
         out.append({"name": name, "hooks": implemented, "options": dict(settings.options_for(name))})
+    return out
+
+
+def run_plugins(args: argparse.Namespace, settings: Settings) -> int:
+    from codexlb.hooks import Hooks
+    from codexlb.plugin_loader import make_plugin_manager
+
+    out = plugin_rows(settings, Hooks(make_plugin_manager(settings.pipeline_plugins)))
     if args.json:
         print(json.dumps(out, indent=2))
         return 0

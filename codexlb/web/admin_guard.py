@@ -12,6 +12,11 @@ A request is refused unless all of these hold:
 - a ``POST``/``PUT``/``PATCH`` with a body (or any ``Content-Type``) carries
   ``Content-Type: application/json``, so no HTML form or CORS "simple request" with a body can reach
   a JSON route: 415 ``unsupported_media_type``.
+
+A signed-in dashboard admin (a valid session cookie, see :mod:`codexlb.web.dashboard.session`)
+may instead call from anywhere the dashboard is served: the ``Origin``/``Sec-Fetch-Site`` and JSON
+rules still hold, and every state-changing request must carry the session's CSRF token in
+``X-CSRF-Token`` (403 ``csrf_failed``). An API-key holder's session never counts here.
 """
 
 from __future__ import annotations
@@ -65,20 +70,41 @@ def _origin_ok(origin: str, scheme: str, host: tuple[str, int]) -> bool:
     return (parts.hostname.lower(), port or DEFAULT_PORTS.get(scheme, 80)) == host
 
 
-def refusal() -> Any | None:
-    """An error answer for a request the admin surface must not serve, else ``None``."""
+def local_refusal(what: str = "the /api admin routes") -> Any | None:
+    """Refuse a request that is not from this machine (peer, forwarding headers, ``Host``)."""
     current = current_request()
     client = current.scope.get("client")
     if not is_loopback(str(client[0]) if client else None) or forwarded_clients(current.headers):
-        return _forbidden("forbidden", "the /api admin routes answer only clients on this machine "
+        return _forbidden("forbidden", f"{what} answer only clients on this machine "
                           "(127.0.0.1 or ::1), not through a reverse proxy")
     extra = lb_of(current_app).settings.admin_allowed_hosts
-    scheme = current.scheme
-    host = split_host(current.headers.get("host", ""), scheme)
+    host = split_host(current.headers.get("host", ""), current.scheme)
     if host is None or not host_allowed(host[0], extra):
-        return _forbidden("host_not_allowed", "the /api admin routes answer only requests for localhost, "
+        return _forbidden("host_not_allowed", f"{what} answer only requests for localhost, "
                           "127.0.0.1 or [::1] (or a name in CODEX_LB_ADMIN_ALLOWED_HOSTS), "
                           f"not Host {current.headers.get('host', '')[:100]!r}")
+    return None
+
+
+async def refusal() -> Any | None:
+    """An error answer for a request the admin surface must not serve, else ``None``."""
+    from codexlb.web.dashboard.session import csrf_sent, current_session, tokens_match
+
+    current = current_request()
+    session = await current_session() if current.path.startswith("/api") else None
+    if session is not None and session.kind == "admin":
+        if current.method not in ("GET", "HEAD", "OPTIONS") and not tokens_match(session.csrf_token,
+                                                                                  await csrf_sent()):
+            return _forbidden("csrf_failed", "a signed-in dashboard request that changes state must send "
+                              "the session's CSRF token in X-CSRF-Token")
+    else:
+        refused = local_refusal()
+        if refused is not None:
+            return refused
+    scheme = current.scheme
+    host = split_host(current.headers.get("host", ""), scheme)
+    if host is None:
+        return _forbidden("host_not_allowed", "the request has no valid Host header")
     origin = current.headers.get("origin")
     site = current.headers.get("sec-fetch-site", "").strip().lower()
     if (origin is not None and not _origin_ok(origin, scheme, host)) or site not in ("", "same-origin", "none"):

@@ -5,7 +5,9 @@ Each request (and WebSocket handshake) falls in one of three kinds, by path:
 - public: ``/healthz`` and ``/readyz``, answered to anyone, and ``/metrics``, which applies its own
   rule (the metrics plugin: this machine, or the metrics token; client keys do not apply to it);
 - admin: ``/api`` and below, behind :func:`codexlb.web.admin_guard.refusal` (this machine only,
-  ``Host``/``Origin`` checked, JSON bodies only);
+  or a signed-in dashboard admin; ``Host``/``Origin`` checked, JSON bodies only);
+- dashboard: ``/dashboard`` and below, behind the dashboard's own sign-in
+  (:mod:`codexlb.web.dashboard`), never a proxy API key;
 - client: every other route, including those plugins register. Its :class:`Flow` is built here and
   ``admit_request`` runs before the view; a refusal is answered (and logged through ``flow_done``)
   without calling the view. Views take the admitted flow with :func:`admitted_flow`.
@@ -28,8 +30,9 @@ from codexlb.web.respond import to_quart
 
 PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 ADMIN_PREFIX = "/api"
+DASHBOARD_PREFIX = "/dashboard"
 FLOW_KEY = "codexlb_flow"
-RouteKind = Literal["public", "admin", "client"]
+RouteKind = Literal["public", "admin", "dashboard", "client"]
 
 
 def route_kind(path: str) -> RouteKind:
@@ -38,6 +41,8 @@ def route_kind(path: str) -> RouteKind:
         return "public"
     if path == ADMIN_PREFIX or path.startswith(ADMIN_PREFIX + "/"):
         return "admin"
+    if path == DASHBOARD_PREFIX or path.startswith(DASHBOARD_PREFIX + "/"):
+        return "dashboard"
     return "client"
 
 
@@ -66,8 +71,8 @@ async def admit() -> Any:
     current = current_request()
     kind = route_kind(current.path)
     if kind == "admin":
-        return refusal()
-    if kind == "public" or current.url_rule is None:
+        return await refusal()
+    if kind in ("public", "dashboard") or current.url_rule is None:
         return None
     lb = lb_of(current_app)
     flow = make_flow((current.endpoint or "unknown").rsplit(".", 1)[-1])

@@ -103,6 +103,12 @@ async def begin_oauth(label: str | None) -> dict[str, Any]:
     return answer
 
 
+def current_login() -> LoginSession | None:
+    """The browser login in progress (or last finished), if any."""
+    current = _current()
+    return current[0] if current else None
+
+
 def oauth_snapshot() -> dict[str, Any]:
     current = _current()
     return current[0].snapshot() if current else {"status": "idle", "listening": False}
