@@ -32,7 +32,7 @@ from codexlb.web.dashboard.session import (
 
 blueprint = Blueprint("dashboard", __name__, url_prefix="/dashboard", template_folder="templates",
                       static_folder="static", static_url_path="/static")
-OPEN_ENDPOINTS = frozenset({"dashboard.login", "dashboard.static"})
+LOGIN_ENDPOINTS = frozenset({"dashboard.login", "dashboard.login_post"})
 KEY_ENDPOINTS = frozenset({"dashboard.my_usage", "dashboard.logout"})
 _CONTEXT = "codexlb_dashboard_viewer"
 
@@ -56,8 +56,8 @@ def viewer() -> Viewer:
 
 async def page(template: str, status: int = 200, **values: Any) -> Any:
     """Render a dashboard template with the viewer, CSRF token and formatting helpers."""
-    return await render_template(f"dashboard/{template}", viewer=g.get(_CONTEXT),
-                                 csrf_token=getattr(g.get(_CONTEXT), "csrf_token", ""), **values), status
+    values.setdefault("csrf_token", getattr(g.get(_CONTEXT), "csrf_token", ""))
+    return await render_template(f"dashboard/{template}", viewer=g.get(_CONTEXT), **values), status
 
 
 @blueprint.before_request
@@ -74,10 +74,10 @@ async def guard() -> Any:
             return await page("message.html", 403, title="Set a password first", setup=True,
                               message="With no password set, the dashboard answers only on this machine "
                               "(http://127.0.0.1). Set one with `codexlb dashboard set-password`.")
-        if endpoint == "dashboard.login":
-            return redirect(url_for("dashboard.overview"))
+        if endpoint in LOGIN_ENDPOINTS:
+            return redirect(url_for("dashboard.overview"), 303)
         setattr(g, _CONTEXT, Viewer("local", await local_csrf_token()))
-    elif endpoint != "dashboard.login":
+    elif endpoint not in LOGIN_ENDPOINTS:
         session = await current_session()
         if session is None:
             if request.method in SAFE_METHODS:
@@ -88,7 +88,7 @@ async def guard() -> Any:
                               message="An API key opens only its own usage page.")
         setattr(g, _CONTEXT, Viewer(session.kind, session.csrf_token, session.subject, session.id_hash))
     if request.method not in SAFE_METHODS:
-        expected = await local_csrf_token() if endpoint == "dashboard.login" else viewer().csrf_token
+        expected = await local_csrf_token() if endpoint in LOGIN_ENDPOINTS else viewer().csrf_token
         if not tokens_match(expected, await csrf_sent()):
             return await page("message.html", 403, title="Refused",
                               message="The form's security token is missing or out of date; reload the page.")

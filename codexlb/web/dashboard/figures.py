@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import time
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
@@ -14,6 +15,10 @@ from pygal.style import Style
 
 from codexlb.db.dashboard_queries import HourTotals
 from codexlb.types import Account, AccountStatus
+
+# pygal appends an old-style import hook (for its optional map plugins, unused here) to
+# sys.meta_path; Python 3.11 warns about it on every failed import anywhere in the process.
+sys.meta_path[:] = [finder for finder in sys.meta_path if type(finder).__module__ != "pygal"]
 
 PACE_WINDOW_SECONDS = 6 * 3600
 CHART_STYLE = Style(background="transparent", plot_background="transparent", foreground="#888",
