@@ -100,7 +100,7 @@ def charts(buckets: Sequence[HourTotals], *, group_hours: int = 1) -> dict[str, 
     data = _group(buckets, group_hours) if group_hours > 1 else list(buckets)
     options: dict[str, Any] = dict(style=CHART_STYLE, height=220, width=640, show_legend=True, legend_at_bottom=True,
                                    legend_at_bottom_columns=3, js=[], disable_xml_declaration=True,
-                                   x_label_rotation=0, show_minor_x_labels=False, margin=4, explicit_size=False,
+                                   x_label_rotation=0, show_minor_x_labels=True, margin=4, explicit_size=False,
                                    print_values=False, include_x_axis=True, truncate_label=-1)
     labels = _labels(data, group_hours)
     requests = pygal.Bar(**options, title="Requests")
