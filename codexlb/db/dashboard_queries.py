@@ -13,7 +13,7 @@ import time as _time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import BigInteger, Integer, and_, case, cast, func, or_, select
+from sqlalchemy import BigInteger, Integer, case, cast, func, or_, select
 from sqlalchemy.dialects import postgresql, sqlite
 
 from codexlb.db.engine import begin_write
@@ -95,7 +95,8 @@ async def request_page(sessionmaker: async_sessionmaker[AsyncSession], filters: 
     conditions = _conditions(filters)
     after = parse_cursor(cursor)
     if after is not None:
-        conditions.append(or_(LOG.time < after[0], and_(LOG.time == after[0], LOG.id < after[1])))
+        # "older than (time, id)", written so the time bound alone is an index range
+        conditions += [LOG.time <= after[0], or_(LOG.time < after[0], LOG.id < after[1])]
     query = (select(RequestLogRow.__table__).where(*conditions)
              .order_by(LOG.time.desc(), LOG.id.desc()).limit(limit + 1))
     async with sessionmaker() as session:
@@ -206,3 +207,18 @@ async def account_conversations(sessionmaker: async_sessionmaker[AsyncSession], 
                                                          "model": r["model"], "requests": 0})
         entry["requests"] += 1
     return list(seen.values())
+
+
+async def usage_points(sessionmaker: async_sessionmaker[AsyncSession], account_id: str, *, since: float,
+                       points: int = 120) -> tuple[int, list[dict[str, Any]]]:
+    """An account's usage since ``since`` (``(account_id, time)`` index), thinned to about ``points``.
+
+    Returns how many snapshots there were and the kept ones (time, 5 h and weekly used percent).
+    """
+    table = UsageSnapshotRow.__table__.c
+    query = (select(table.time, table.primary_used_percent, table.secondary_used_percent)
+             .where(table.account_id == account_id, table.time >= since).order_by(table.time))
+    async with sessionmaker() as session:
+        rows = (await session.execute(query)).all()
+    step = max(1, len(rows) // points)
+    return len(rows), [{"time": r[0], "primary": r[1] or 0.0, "secondary": r[2] or 0.0} for r in rows[::step]]

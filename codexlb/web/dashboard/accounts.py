@@ -15,7 +15,7 @@ from quart import current_app, redirect, request, url_for
 from codexlb.accounts import service
 from codexlb.accounts.service import ServiceError
 from codexlb.app import lb_of
-from codexlb.db.dashboard_queries import LogFilter, account_conversations, request_page
+from codexlb.db.dashboard_queries import LogFilter, account_conversations, request_page, usage_points
 from codexlb.web import api
 from codexlb.web.dashboard import blueprint, figures, page
 
@@ -46,11 +46,11 @@ async def account_detail(account_id: str) -> Any:
         return await page("message.html", exc.status, title="No such account", message=exc.message)
     now = time.time()
     assert lb.sessionmaker is not None
-    history = await service.store_of(lb).usage_history(row.id, since=now - HISTORY_DAYS * 86400)
+    history, points = await usage_points(lb.sessionmaker, row.id, since=now - HISTORY_DAYS * 86400)
     recent = await request_page(lb.sessionmaker, LogFilter(account_id=row.id), limit=20)
     conversations = await account_conversations(lb.sessionmaker, row.id, since=now - 86400)
-    return await page("account.html", account=service.summary(lb, row), now=now, history=len(history),
-                      chart=figures.usage_chart(history) if history else None, recent=recent.rows,
+    return await page("account.html", account=service.summary(lb, row), now=now, history=history,
+                      chart=figures.usage_chart(points) if points else None, recent=recent.rows,
                       conversations=conversations[:50])
 
 

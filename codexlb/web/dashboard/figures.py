@@ -125,14 +125,14 @@ def totals(buckets: Sequence[HourTotals]) -> dict[str, Any]:
     return out
 
 
-def usage_chart(points: Sequence[Any]) -> str:
-    """An account's 5 h and weekly usage over time (from its usage snapshots)."""
-    chart = pygal.DateTimeLine(style=CHART_STYLE, height=220, width=640, js=[], disable_xml_declaration=True,
-                               range=(0, 100), show_dots=False, legend_at_bottom=True, explicit_size=False,
-                               title="Usage (%)", x_value_formatter=lambda d: d.strftime("%m-%d %H:%M"),
-                               show_minor_x_labels=False, x_label_rotation=0)
-    step = max(1, len(points) // 300)
-    sample = list(points)[::step]
-    chart.add("5 h window", [(datetime.fromtimestamp(p.time, UTC), p.primary.used_percent) for p in sample])
-    chart.add("weekly", [(datetime.fromtimestamp(p.time, UTC), p.secondary.used_percent) for p in sample])
+def usage_chart(points: Sequence[dict[str, Any]]) -> str:
+    """An account's 5 h and weekly usage over time (from its usage snapshots, oldest first)."""
+    chart = pygal.Line(style=CHART_STYLE, height=220, width=640, js=[], disable_xml_declaration=True,
+                       range=(0, 100), show_dots=False, legend_at_bottom=True, explicit_size=False,
+                       title="Usage (%)", show_minor_x_labels=False, x_label_rotation=0, truncate_label=-1)
+    labels = [datetime.fromtimestamp(p["time"], UTC).strftime("%m-%d %H:%M") for p in points]
+    chart.x_labels = labels
+    chart.x_labels_major = labels[::max(1, len(labels) // 5)]
+    chart.add("5 h window", [p["primary"] for p in points])
+    chart.add("weekly", [p["secondary"] for p in points])
     return _render(chart)
