@@ -96,7 +96,7 @@ def _render(chart: Any) -> str:
 
 
 def charts(buckets: Sequence[HourTotals], *, group_hours: int = 1) -> dict[str, str]:
-    """SVG charts (requests and errors; tokens; cached share) of hourly totals, oldest first."""
+    """SVG charts of hourly totals (oldest first): requests and errors; tokens, cached and not."""
     data = _group(buckets, group_hours) if group_hours > 1 else list(buckets)
     options: dict[str, Any] = dict(style=CHART_STYLE, height=220, width=640, show_legend=True, legend_at_bottom=True,
                                    legend_at_bottom_columns=3, js=[], disable_xml_declaration=True,
@@ -107,16 +107,15 @@ def charts(buckets: Sequence[HourTotals], *, group_hours: int = 1) -> dict[str, 
     requests.x_labels = labels
     requests.add("requests", [b.values["requests"] for b in data])
     requests.add("errors", [b.values["errors"] for b in data])
-    tokens = pygal.StackedBar(**options, title="Tokens")
+    tokens = pygal.StackedBar(**options, title="Tokens (cached share of input in the legend)")
     tokens.x_labels = labels
-    tokens.add("input (not cached)", [b.values["input_tokens"] - b.values["cached_tokens"] for b in data])
-    tokens.add("cached input", [b.values["cached_tokens"] for b in data], )
+    input_total = sum(b.values["input_tokens"] for b in data)
+    cached_total = sum(b.values["cached_tokens"] for b in data)
+    share = f"{100 * cached_total / input_total:.0f} %" if input_total else "-"
+    tokens.add("input, not cached", [b.values["input_tokens"] - b.values["cached_tokens"] for b in data])
+    tokens.add(f"cached input ({share})", [b.values["cached_tokens"] for b in data])
     tokens.add("output", [b.values["output_tokens"] for b in data])
-    share = pygal.Line(**options, title="Cached share of input (%)", range=(0, 100), show_dots=False, fill=True)
-    share.x_labels = labels
-    share.add("cached %", [round(100 * b.values["cached_tokens"] / b.values["input_tokens"], 1)
-                           if b.values["input_tokens"] else None for b in data])
-    return {"requests": _render(requests), "tokens": _render(tokens), "cached": _render(share)}
+    return {"requests": _render(requests), "tokens": _render(tokens)}
 
 
 def totals(buckets: Sequence[HourTotals]) -> dict[str, Any]:
