@@ -47,3 +47,11 @@ def test_soak_tiny(tmp_path: Path) -> None:
     assert data["checks"]["errors only after breaking faults"], data["stray error examples"]
     header = (tmp_path / "soak.csv").read_text().splitlines()[0]
     assert header == "t_s,rss_mb,fds,tasks,lag_ms,p50_ms,p99_ms,requests,errors,faults"
+
+
+def test_dashboard_bench_tiny(tmp_path: Path) -> None:
+    out = tmp_path / "dashboard.json"
+    run("bench.dashboard_bench", "--json", str(out))
+    data = json.loads(out.read_text())
+    assert data["rows"] == 2000 and data["database"] == "sqlite"
+    assert data["requests deep page (90 % back)"]["p50 ms"] > 0
