@@ -19,7 +19,7 @@ from limits import parse
 from limits.storage import MemoryStorage
 from limits.strategies import MovingWindowRateLimiter
 from quart import Quart, Response, current_app, g, request
-from quart_auth import AuthUser, QuartAuth, current_user
+from quart_auth import Action, AuthUser, QuartAuth, current_user
 
 from codexlb.app import lb_of
 from codexlb.db.dashboard_auth import cookie_secret, load_session
@@ -41,6 +41,8 @@ class DashboardAuth(QuartAuth):
     """quart-auth with the ``Secure`` flag decided per request (https, or a trusted TLS proxy)."""
 
     async def after_request(self, response: Response) -> Response:
+        if self.load_user().action is Action.PASS:  # most requests (every proxied one): no cookie to write
+            return response
         self.cookie_secure = request_is_secure()
         with warnings.catch_warnings():
             # quart-auth warns about a Secure cookie on a request it sees as http; behind a TLS
