@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 import time
 from collections import defaultdict
@@ -90,9 +91,12 @@ def _group(buckets: Sequence[HourTotals], size: int) -> list[HourTotals]:
     return grouped
 
 
+_SCRIPT = re.compile(r"<script\b.*?</script>", re.S)
+
+
 def _render(chart: Any) -> str:
-    svg = chart.render(is_unicode=True)
-    return str(svg)
+    """The chart's SVG without pygal's inline configuration script (no script runs in our charts)."""
+    return _SCRIPT.sub("", str(chart.render(is_unicode=True)))
 
 
 def charts(buckets: Sequence[HourTotals], *, group_hours: int = 1) -> dict[str, str]:
