@@ -20,7 +20,7 @@ from tests.accounts.test_admin_guard import raw_request
 
 KEY = "sk-codexlb-admission-key-0123456789"
 register_secret(KEY)
-NOT_CLIENT = ("/api/", "/healthz", "/readyz", "/metrics")
+NOT_CLIENT = ("/api/", "/healthz", "/readyz", "/metrics", "/dashboard")  # /dashboard: its own sign-in
 KNOWN_CLIENT_ROUTES = {"/backend-api/wham/usage", "/backend-api/wham/accounts/check", "/backend-api/wham/settings/user",
                        "/backend-api/codex/responses", "/v1/responses", "/v1/models"}
 CONFIGS = {
