@@ -77,6 +77,7 @@ class RequestLogRow(Base):
         Index("ix_request_log_model_time", "model", "time"),
         Index("ix_request_log_status_time", "status", "time"),
         Index("ix_request_log_route_time", "route", "time"),
+        Index("ix_request_log_api_key_id_time", "api_key_id", "time"),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
@@ -101,6 +102,8 @@ class RequestLogRow(Base):
     route: Mapped[str | None] = mapped_column(String(200))
     """``strategy:reason`` of the selection that picked the account."""
     attempts: Mapped[int] = mapped_column(Integer, server_default=text("1"))
+    api_key_id: Mapped[str | None] = mapped_column(String(32))
+    """The client API key that made the request: an ``api_keys.id``, ``static:<hash prefix>`` or NULL."""
 
 
 class UsageSnapshotRow(Base):
@@ -177,3 +180,44 @@ class DashboardSessionRow(Base):
     csrf_token: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[float] = mapped_column(Float)
     expires_at: Mapped[float] = mapped_column(Float)
+
+
+class ApiKeyRow(Base):
+    """One client API key: only the SHA-256 of the key is stored (see :mod:`codexlb.keys.secret`).
+
+    ``limits``, ``models`` and ``accounts`` are JSON text (``accounts`` holds account ids).
+    """
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    key_prefix: Mapped[str] = mapped_column(String(32))
+    """The first characters of the key, to recognise it in lists (not enough to use it)."""
+    limits: Mapped[str] = mapped_column(Text, server_default=text("'[]'"))
+    models: Mapped[str | None] = mapped_column(Text)
+    accounts: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[float] = mapped_column(Float)
+    expires_at: Mapped[float | None] = mapped_column(Float)
+    revoked_at: Mapped[float | None] = mapped_column(Float)
+    rotated_at: Mapped[float | None] = mapped_column(Float)
+    last_used_at: Mapped[float | None] = mapped_column(Float)
+
+
+class ApiKeyCounterRow(Base):
+    """Usage of one key in one fixed window: every replica adds its counts here every few seconds."""
+
+    __tablename__ = "api_key_counters"
+    __table_args__ = (Index("ix_api_key_counters_window_end", "window_end"),)
+
+    key_id: Mapped[str] = mapped_column(String(32), ForeignKey("api_keys.id", ondelete="CASCADE"),
+                                        primary_key=True)
+    window: Mapped[str] = mapped_column(String(16), primary_key=True)
+    """``5h``, ``day``, ``week`` or ``month``."""
+    window_start: Mapped[float] = mapped_column(Float, primary_key=True)
+    window_end: Mapped[float] = mapped_column(Float)
+    requests: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
+    input_tokens: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
+    cached_tokens: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
+    output_tokens: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))

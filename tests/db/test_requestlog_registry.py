@@ -18,7 +18,7 @@ async def test_inserts_a_batch_of_request_logs(sessionmaker: async_sessionmaker[
             "model": "gpt-5", "status": 200, "error_code": None, "input_tokens": 10, "cached_tokens": 2,
             "output_tokens": 7, "reasoning_tokens": 3, "ttfb_ms": 120.5, "duration_ms": 900.0,
             "client_ip": "127.0.0.1", "session_key_hash": "ab" * 32, "route": "select_sticky:hit",
-            "attempts": 2, "account_label": "work"}
+            "attempts": 2, "account_label": "work", "api_key_id": "k" * 32}
     assert set(full) == set(COLUMNS)
     rows = [full] + [{"time": float(t), "endpoint": "/v1/responses", "status": 429,
                       "error_code": "usage_limit_reached"} for t in range(1, 5)]
