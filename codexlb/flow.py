@@ -166,6 +166,10 @@ class Flow:
     first_byte_at: float | None = None
     finished_at: float | None = None
     stash: Stash = field(default_factory=Stash)
+    api_key_id: str | None = None
+    """The client API key that admitted the flow (its id; recorded in the request log)."""
+    account_scope: frozenset[str] | None = None
+    """Ids of the accounts this flow may be routed to (set by admission; ``None``: any account)."""
     _key_hash: tuple[str, str | None] | None = field(default=None, repr=False)
 
     @property

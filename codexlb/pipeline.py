@@ -153,6 +153,10 @@ class Pipeline:
                     break
                 deadline = self._deadline(overall, now)
             candidates = pool.usable(exclude=[a.account_id for a in flow.attempts])
+            if flow.account_scope is not None:
+                candidates = [a for a in candidates if a.id in flow.account_scope]
+                if not candidates and last_error is None:
+                    raise NoAccountAvailable("none of the accounts this API key may use is available now")
             if not candidates:
                 break
             account = await self.hooks.select_account(flow, candidates)

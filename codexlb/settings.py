@@ -47,7 +47,7 @@ class Settings:
     shutdown_grace_seconds: float = setting(30.0, "how long in-flight streams may finish on SIGTERM", min=0)
     allow_unrestricted_bind: bool = setting(
         False, "allow a non-loopback listen address without a firewall allowlist or API keys")
-    api_keys: tuple[str, ...] = setting((), "client API keys (comma-separated); empty: none required",
+    api_keys: tuple[str, ...] = setting((), "static client API keys, no limits (comma-separated; api_keys plugin)",
                                         kind="list", secret=True)
     admin_allowed_hosts: tuple[str, ...] = setting(
         (), "Host names the /api admin routes answer besides localhost and loopback addresses "

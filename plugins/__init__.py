@@ -2,6 +2,7 @@
 
 BUILTIN: dict[str, str] = {
     "firewall": "plugins.firewall:Firewall",
+    "api_keys": "plugins.api_keys:ApiKeys",
     "decompress": "plugins.decompress:Decompress",
     "image_inline": "plugins.image_inline:ImageInline",
     "select_sticky": "plugins.select_sticky:SelectSticky",

@@ -1,4 +1,4 @@
-"""Admit only allowed clients: resolve the client IP, apply a CIDR allowlist and client API keys.
+"""Admit only allowed clients: resolve the client IP and apply a CIDR allowlist.
 
 Hooks: ``configure``, ``admit_request`` (``tryfirst``; fails closed: any exception refuses).
 
@@ -9,31 +9,25 @@ prepending addresses. Repeated header lines count as one list (read by :mod:`cod
 An unparseable hop where the client should be makes the client ``"unknown"`` (matched by no
 allowlist). The result is stored in ``flow.request.client_ip``.
 
-``enforces_admission`` tells the start-up bind check what is enforced: ``"api_keys"`` when keys are
-set, ``"client_networks"`` when ``allow`` is non-empty.
+``enforces_admission`` tells the start-up bind check what is enforced: ``"client_networks"`` when
+``allow`` is non-empty.
 
-Client API keys: when ``API_KEYS`` is non-empty, every proxied request needs
-``Authorization: Bearer <key>`` or ``x-api-key: <key>`` matching one of them (constant-time
-compare), else 401 ``invalid_api_key``. The key header is removed after the check so it never
-travels upstream. This is for API-key clients (OpenAI SDKs, ``/v1`` routes): Codex CLI signed
-in with ChatGPT sends its own ChatGPT token as Bearer and cannot pass such a check; protect
-such setups with the allowlist instead (or configure Codex with an API-key provider).
+Client API keys are checked by the ``api_keys`` plugin, after this one.
 
 Settings table ``[plugins.firewall]``:
 - ``allow`` (list of CIDRs or a comma-separated string, default ``[]``: everyone): client
   networks allowed to use the proxy; others get 403 ``ip_not_allowed``. A bare address means
   a single host. Env: ``CODEX_LB_PLUGINS__FIREWALL__ALLOW="10.0.0.0/8,192.168.1.0/24"``.
-Core settings used: ``FIREWALL_TRUST_PROXY_HEADERS``, ``FIREWALL_TRUSTED_PROXY_CIDRS``, ``API_KEYS``.
+Core settings used: ``FIREWALL_TRUST_PROXY_HEADERS``, ``FIREWALL_TRUSTED_PROXY_CIDRS``.
 """
 
 from __future__ import annotations
 
-import hmac
 import ipaddress
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from codexlb import ConfigError, Flow, ProxyResponse, hookimpl
+from codexlb import ConfigError, Flow, hookimpl
 from codexlb.forwarding import forwarded_for_chain, join_lines, parse_node, split_list
 from codexlb.options import PluginOptions
 
@@ -100,12 +94,11 @@ def _as_list(value: Any) -> list[str]:
 
 
 class Firewall:
-    """CIDR allowlist and client API keys, checked before the body is read."""
+    """CIDR allowlist, checked before the body is read."""
 
     def __init__(self) -> None:
         self.allow: tuple[IPNetwork, ...] = ()
         self.trusted: tuple[IPNetwork, ...] | None = None
-        self.keys: tuple[bytes, ...] = ()
         self.enforces_admission: frozenset[str] = frozenset()
         """What this plugin checks, for the start-up bind check (:mod:`codexlb.bindcheck`)."""
 
@@ -115,9 +108,7 @@ class Firewall:
         self.allow = parse_networks(_as_list(config.get("allow")), "[plugins.firewall] allow")
         trusted = parse_networks(settings.firewall_trusted_proxy_cidrs, "CODEX_LB_FIREWALL_TRUSTED_PROXY_CIDRS")
         self.trusted = trusted if settings.firewall_trust_proxy_headers else None
-        self.keys = tuple(key.encode() for key in settings.api_keys if key)
-        self.enforces_admission = frozenset({*(["api_keys"] if self.keys else []),
-                                             *(["client_networks"] if self.allow else [])})
+        self.enforces_admission = frozenset({"client_networks"} if self.allow else ())
 
     @hookimpl(tryfirst=True)
     async def admit_request(self, flow: Flow) -> None:
@@ -130,26 +121,3 @@ class Firewall:
                 flow.reject(403, "ip_not_allowed",
                             f"client address {req.client_ip} is not allowed ([plugins.firewall] allow)")
                 return
-        if self.keys and not self._key_ok(req.headers):
-            flow.response = ProxyResponse.error(
-                401, "invalid_api_key", "missing or invalid API key: send 'Authorization: Bearer <key>' "
-                "or 'x-api-key: <key>' with one of CODEX_LB_API_KEYS",
-                headers=[("www-authenticate", 'Bearer realm="codexlb"')])
-            flow.error_code = "invalid_api_key"
-
-    def _key_ok(self, headers: dict[str, str]) -> bool:
-        offered: list[tuple[str, str]] = []
-        scheme, _, value = headers.get("authorization", "").partition(" ")
-        if scheme.lower() == "bearer" and value.strip():
-            offered.append(("authorization", value.strip()))
-        if headers.get("x-api-key", "").strip():
-            offered.append(("x-api-key", headers["x-api-key"].strip()))
-        for header, candidate in offered:
-            raw = candidate.encode("utf-8", "surrogateescape")
-            matched = False
-            for key in self.keys:  # compare with every key: time does not tell which one matched
-                matched |= hmac.compare_digest(raw, key)
-            if matched:
-                headers.pop(header, None)  # our credential, never forwarded
-                return True
-        return False

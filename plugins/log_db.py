@@ -46,7 +46,7 @@ def row_of(flow: Flow) -> dict[str, Any]:
         "ttfb_ms": round((flow.first_byte_at - started) * 1000, 3) if flow.first_byte_at else None,
         "duration_ms": round((finished - started) * 1000, 3), "client_ip": flow.request.client_ip,
         "session_key_hash": flow.session_key_hash, "route": flow.route or None,
-        "attempts": max(1, len(flow.attempts)),
+        "attempts": max(1, len(flow.attempts)), "api_key_id": flow.api_key_id,
     }
 
 

@@ -16,7 +16,7 @@ from codexlb.logs import configure_logging
 from codexlb.settings import load_settings
 
 COMMAND_MODULES = ("codexlb.cli.serve", "codexlb.cli.config", "codexlb.cli.db", "codexlb.cli.accounts",
-                   "codexlb.cli.jobs", "codexlb.cli.dashboard")
+                   "codexlb.cli.jobs", "codexlb.cli.dashboard", "codexlb.cli.keys")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,116 @@
+"""Window counters in memory: admission reserves a request at once; totals are shared every few seconds.
+
+Each process keeps, per key and fixed window (:mod:`codexlb.keys.limits`), the totals all replicas
+had written at its last sync plus its own counts since. :meth:`Counters.admit` checks and counts in
+one synchronous step (no ``await``), so concurrent requests on one process can never pass a
+request limit together: with 10 requests left, at most 10 of 50 concurrent requests are admitted.
+
+Replicas add their counts to ``api_key_counters`` and read back the totals every sync interval.
+Overshoot bound: a replica only knows the others' counts as of its last sync, so within one window
+the requests admitted beyond a limit are at most what the other replicas admitted for that key
+since their own last sync: at most ``(replicas - 1) x remaining`` when every replica spends the
+same remaining budget in one interval, and zero when one replica serves the key. Token limits are
+checked at admission against tokens of finished requests, so requests already in flight when a
+token limit is crossed still finish (their tokens are counted when their streams end).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from codexlb.keys.limits import Limit, window_bounds
+from codexlb.keys.store import COUNTS, ApiKey, Counts, KeyStore, WindowKey
+
+if TYPE_CHECKING:
+    from codexlb.types import TokenUsage
+
+REQUESTS, INPUT, CACHED, OUTPUT = range(len(COUNTS))
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """Why a key may not make another request now."""
+
+    limit: Limit
+    used: int
+    resets_at: float
+
+
+def metric_value(counts: Counts | list[int], metric: str) -> int:
+    """One metric from a counts tuple (``total_tokens`` is input plus output)."""
+    if metric == "total_tokens":
+        return counts[INPUT] + counts[OUTPUT]
+    return counts[COUNTS.index(metric)]
+
+
+class Counters:
+    """Per-key window counts: shared totals from the last sync plus this process's counts since."""
+
+    def __init__(self) -> None:
+        self.base: dict[WindowKey, Counts] = {}
+        self.pending: dict[WindowKey, list[int]] = {}
+        self.ends: dict[WindowKey, float] = {}
+        self.last_used: dict[str, float] = {}
+
+    def used(self, key_id: str, window: str, start: float) -> list[int]:
+        """Counts of one window as this process knows them."""
+        slot = (key_id, window, start)
+        base, pending = self.base.get(slot, (0, 0, 0, 0)), self.pending.get(slot, [0, 0, 0, 0])
+        return [b + p for b, p in zip(base, pending, strict=True)]
+
+    def admit(self, key: ApiKey, now: float | None = None) -> Refusal | None:
+        """Check every limit and count the request in every limited window, or refuse; never awaits."""
+        now = time.time() if now is None else now
+        if not key.id.startswith("static:"):
+            self.last_used[key.id] = now
+        if not key.limits:
+            return None
+        bounds = {limit.window: window_bounds(limit.window, now) for limit in key.limits}
+        for limit in key.limits:
+            start, end = bounds[limit.window]
+            used = metric_value(self.used(key.id, limit.window, start), limit.metric)
+            if used >= limit.max:  # for requests: this one would be one too many
+                return Refusal(limit, used, end)
+        for window, (start, end) in bounds.items():
+            self._slot(key.id, window, start, end)[REQUESTS] += 1
+        return None
+
+    def add_tokens(self, key: ApiKey, usage: TokenUsage, now: float | None = None) -> None:
+        """Count a finished response's tokens in the key's current windows."""
+        now = time.time() if now is None else now
+        for window in {limit.window for limit in key.limits}:
+            slot = self._slot(key.id, window, *window_bounds(window, now))
+            slot[INPUT] += usage.input
+            slot[CACHED] += usage.cached
+            slot[OUTPUT] += usage.output
+
+    def _slot(self, key_id: str, window: str, start: float, end: float) -> list[int]:
+        slot = (key_id, window, start)
+        self.ends[slot] = end
+        return self.pending.setdefault(slot, [0, 0, 0, 0])
+
+    async def sync(self, store: KeyStore, key_ids: Iterable[str], now: float | None = None) -> None:
+        """Write this process's counts and last-used times; take every replica's totals as the new base.
+
+        On failure the counts stay pending and are written by the next sync.
+        """
+        now = time.time() if now is None else now
+        deltas = {slot: (self.ends[slot], (c[0], c[1], c[2], c[3])) for slot, c in self.pending.items() if any(c)}
+        last_used = self.last_used
+        self.pending, self.last_used = {}, {}
+        try:
+            totals = await store.sync_counters(deltas, last_used, key_ids, now)
+        except BaseException:
+            for slot, (_, counts) in deltas.items():
+                mine = self.pending.setdefault(slot, [0, 0, 0, 0])
+                for i, value in enumerate(counts):
+                    mine[i] += value
+            for key_id, used in last_used.items():
+                self.last_used[key_id] = max(used, self.last_used.get(key_id, 0.0))
+            raise
+        self.base = totals
+        live = set(totals) | set(self.pending)
+        self.ends = {slot: end for slot, end in self.ends.items() if slot in live or end > now}
