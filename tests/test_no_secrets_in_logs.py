@@ -22,7 +22,8 @@ pytest_plugins = ["pytester"]
 KEY = "sk-codexlb-client-key-for-leak-tests-0001"
 WRONG_KEY = "sk-codexlb-wrong-key-for-leak-tests-0002"
 register_secret(KEY, WRONG_KEY)
-PIPELINE = ("firewall", "decompress", "image_inline", "select_round_robin", "upstream", "sse_limit", "log_stdout")
+PIPELINE = ("firewall", "api_keys", "decompress", "image_inline", "select_round_robin", "upstream", "sse_limit",
+            "log_stdout", "log_db")
 BODY = {"model": "gpt-5", "store": False, "stream": True, "input": "hi"}
 
 
@@ -49,6 +50,29 @@ async def test_failures_carrying_credentials_leak_nothing(tmp_path: Path, log_ca
                       {"type": "input_text", "text": f"Authorization: Bearer {account.access_token}"}]}]}
         r = await proxy.client.post(path, json=loaded, headers={"authorization": f"Bearer {KEY}"})
         assert r.status_code == 200
+        # keys from the database: created, used, over limit, rotated, revoked; only answers that carry them
+        created = await proxy.client.post("/api/keys", json={"name": "leak", "limits": ["requests=1/day"],
+                                                             "models": ["gpt-5"]})
+        stored = created.json()["key"]
+        register_secret(stored)
+        secrets += (stored,)
+        r = await proxy.client.post(path, json=BODY, headers={"authorization": f"Bearer {stored}"})
+        assert r.status_code == 200
+        for status, headers, body in ((429, {"authorization": f"Bearer {stored}"}, BODY),
+                                      (401, {"x-api-key": stored[:-2]}, BODY)):
+            r = await proxy.client.post(path, json=body, headers=headers)
+            assert r.status_code == status
+            bodies.append(r.text)
+        rotated = (await proxy.client.post("/api/keys/leak/rotate")).json()["key"]
+        register_secret(rotated)
+        secrets += (rotated,)
+        await proxy.client.post("/api/keys/leak/revoke")
+        for r in (await proxy.client.get("/api/keys"), await proxy.client.get("/api/keys/leak"),
+                  await proxy.client.get("/api/keys/usage"),
+                  await proxy.client.post(path, json=BODY, headers={"authorization": f"Bearer {rotated}"})):
+            bodies.append(r.text)
+        await proxy.lb.pm.get_plugin("api_keys").sync()
+        await proxy.lb.pm.get_plugin("log_db").flush()
         # the upstream refuses every account's token: refresh, retry, then an error for the client
         proxy.fake.inject(None, Fault.token_invalidated(), times=-1)
         r = await proxy.client.post(path, json=BODY, headers={"authorization": f"Bearer {KEY}"})

@@ -16,8 +16,8 @@ import pytest
 from codexlb.testing.harness import ProxyHarness, proxy_server
 
 ROOT = Path(__file__).resolve().parents[2]
-PIPELINE = ("firewall", "decompress", "select_sticky", "select_least_used", "select_round_robin", "upstream",
-            "sse_limit")
+PIPELINE = ("firewall", "api_keys", "decompress", "select_sticky", "select_least_used", "select_round_robin",
+            "upstream", "sse_limit")
 
 
 def codex_bin() -> str:
@@ -63,6 +63,22 @@ async def test_codex_cli_with_api_key(tmp_path: Path) -> None:
         assert code == 0, out
         assert "Hello from the fake Codex upstream" in out
         await second_turn_stays_on_account(proxy)
+
+
+async def test_codex_cli_with_a_key_from_codexlb_keys_create(tmp_path: Path) -> None:
+    codex_bin()
+    from tests.keys.test_cli import created_key
+
+    async with proxy_server(tmp_path, pipeline=PIPELINE) as proxy:
+        key, _ = await created_key(tmp_path, proxy, "create", "codex-laptop", "--limit", "requests=20/day")
+        home = tmp_path / "home" / ".codex"
+        write_config(home, proxy.url, 'env_key = "CODEXLB_API_KEY"')
+        code, out = await run_codex(home, tmp_path, "say hi", CODEXLB_API_KEY=str(key))
+        assert code == 0, out
+        assert "Hello from the fake Codex upstream" in out
+        assert str(key) not in str([dict(r.headers) for r in proxy.fake.requests])
+        refused, out = await run_codex(home, tmp_path, "say hi", CODEXLB_API_KEY="sk-clb-not-a-key")
+        assert refused != 0
 
 
 async def second_turn_stays_on_account(proxy: ProxyHarness) -> None:
