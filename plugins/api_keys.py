@@ -130,9 +130,13 @@ class ApiKeys:
         except Exception as exc:
             log.warning("could not write API key counters at shutdown: %s", type(exc).__name__)
 
-    def enforces_admission(self) -> bool:
-        """Whether clients must present a key (some key exists in the database or the setting)."""
-        return self.ring.required
+    @property
+    def enforces_admission(self) -> frozenset[str]:
+        """``{"api_keys"}`` while clients must present a key, for the start-up bind check.
+
+        Before the database is read (the bind check runs first) only ``CODEX_LB_API_KEYS`` counts.
+        """
+        return frozenset({"api_keys"}) if self.ring.required else frozenset()
 
     @hookimpl
     async def admit_request(self, flow: Flow) -> None:

@@ -44,7 +44,10 @@ async def test_static_keys(headers: dict[str, str], ok: bool) -> None:
 
 async def test_no_keys_means_no_check() -> None:
     flow = make_flow(headers={"authorization": "Bearer anything"})
-    await make_plugin().admit_request(flow)
+    plugin = make_plugin()
+    assert plugin.enforces_admission == frozenset()
+    assert make_plugin((KEY,)).enforces_admission == {"api_keys"}  # what the start-up bind check reads
+    await plugin.admit_request(flow)
     assert flow.response is None and flow.request.headers["authorization"] == "Bearer anything"
     assert flow.api_key_id is None
 
