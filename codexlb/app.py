@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 from quart import Quart
 
 from codexlb.bindcheck import check_bind
+from codexlb.errors import ConfigError
 from codexlb.hooks import Hooks
 from codexlb.jobs import ModelRegistry, Scheduler  # background jobs (issue 6)
 from codexlb.pipeline import Pipeline
@@ -60,12 +61,13 @@ class CodexLB:
     async def start(self) -> None:
         """Open the database (migrating as configured), load accounts, start plugins and jobs.
 
-        Raises :class:`codexlb.ConfigError` (exit 2) for an unsafe bind (before anything is
-        opened) or ``MigrationFailed`` (exit 1).
+        Raises :class:`codexlb.ConfigError` (exit 2) for an unsafe bind (before the database is
+        opened, or right after it when only the stored client keys can tell) or ``MigrationFailed``
+        (exit 1).
         """
         if self.started:
             return
-        check_bind(self.settings, self.pm)
+        check_bind(self.settings, self.pm, warn=False)
         from codexlb.db.crypto import load_cipher
         from codexlb.db.engine import make_engine, make_sessionmaker
         from codexlb.db.migrate import prepare_database
@@ -77,6 +79,7 @@ class CodexLB:
             report = self.migration_report = await prepare_database(self.settings, self.engine)
             self.readiness = {"database": "ok", "migrations": "ok" if report.ok else str(report.error)}
             self.sessionmaker = make_sessionmaker(self.engine)
+            await self._check_bind_with_stored_keys(report.error is None)
             if report.error is None:
                 self.cipher = await load_cipher(self.settings, self.engine)
                 self.store = AccountStore(self.sessionmaker, self.cipher)
@@ -91,6 +94,16 @@ class CodexLB:
         self.started = True
         log.info("codexlb ready: %d account(s), plugins: %s", len(self.pool.accounts),
                  ", ".join(self.settings.pipeline_plugins))
+
+    async def _check_bind_with_stored_keys(self, readable: bool) -> None:
+        """The bind check again, now that the client keys stored in the database can be counted."""
+        from codexlb.bindcheck import unreadable_keys_refusal
+        from codexlb.keys.store import KeyStore
+
+        assert self.sessionmaker is not None
+        stored = await KeyStore(self.sessionmaker).count() if readable else None
+        if check_bind(self.settings, self.pm, stored):
+            raise ConfigError(unreadable_keys_refusal(self.settings))
 
     async def stop(self) -> None:
         """Stop plugins (reverse order), write pending account state, close the database."""

@@ -109,8 +109,10 @@ async def admit_request(flow: Flow, app: CodexLB) -> None:
     Called for every client route (proxy, model lists, ``wham/*``, the WebSocket handshake, plugin
     routes) before its view runs; not for ``/api/*``, ``/healthz``, ``/readyz``. A plugin that
     enforces client keys or an allowlist says so with an ``enforces_admission`` attribute set by
-    ``configure``: a collection of ``"api_keys"`` and/or ``"client_networks"``. Without one, a
-    non-loopback bind is refused at start.
+    ``configure``: a collection of ``"api_keys"`` (a key is required whenever any exists, in
+    ``CODEX_LB_API_KEYS`` or the database) and/or ``"client_networks"`` (clients outside an
+    allowlist are refused). A non-loopback bind is refused at start unless an allowlist or at
+    least one key is enforced that way.
 
     Example::
 

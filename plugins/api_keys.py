@@ -77,6 +77,8 @@ class ApiKeys:
         self.sync_interval_seconds = 2.0
         self._task: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
+        self.enforces_admission = frozenset({"api_keys"})
+        """For the start-up bind check (:mod:`codexlb.bindcheck`): keys are required whenever any exists."""
 
     @hookimpl
     def configure(self, config: Mapping[str, Any], settings: Settings) -> None:
@@ -129,14 +131,6 @@ class ApiKeys:
             await self.sync()
         except Exception as exc:
             log.warning("could not write API key counters at shutdown: %s", type(exc).__name__)
-
-    @property
-    def enforces_admission(self) -> frozenset[str]:
-        """``{"api_keys"}`` while clients must present a key, for the start-up bind check.
-
-        Before the database is read (the bind check runs first) only ``CODEX_LB_API_KEYS`` counts.
-        """
-        return frozenset({"api_keys"}) if self.ring.required else frozenset()
 
     @hookimpl
     async def admit_request(self, flow: Flow) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from dataclasses import fields
 from typing import TYPE_CHECKING, Any
 
@@ -57,10 +58,16 @@ def check_plugins(settings: Settings) -> pluggy.PluginManager:
 def run_check(args: argparse.Namespace, settings: Settings) -> int:
     from codexlb.bindcheck import check_bind
 
-    check_bind(settings, check_plugins(settings))  # the same refusal (exit 2) and warnings as at start-up
+    notes = []
+    if check_bind(settings, check_plugins(settings)):  # the same refusal (exit 2) and warnings as at start-up
+        notes.append(f"CODEX_LB_HOST {settings.host!r} is allowed only if the database holds client API keys "
+                     "(no allowlist or CODEX_LB_API_KEYS restricts clients); check-config does not read the "
+                     "database: `codexlb serve` counts the stored keys at start and refuses to start without one")
     rows = effective(settings)
+    for note in notes:
+        print(f"codexlb: note: {note}", file=sys.stderr)
     if args.json:
-        print(json.dumps({"valid": True, "settings": rows}, indent=2))
+        print(json.dumps({"valid": True, "settings": rows, "notes": notes}, indent=2))
         return 0
     width = max(len(r["name"]) for r in rows)
     for row in rows:

@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 
@@ -95,6 +95,11 @@ class KeyStore:
         async with self.sessionmaker() as session:
             rows = (await session.scalars(select(ApiKeyRow).order_by(ApiKeyRow.created_at, ApiKeyRow.name))).all()
         return [_record(row) for row in rows]
+
+    async def count(self) -> int:
+        """How many keys are stored (revoked and expired too: they still make keys required)."""
+        async with self.sessionmaker() as session:
+            return int(await session.scalar(select(func.count()).select_from(ApiKeyRow)) or 0)
 
     async def get(self, name: str) -> ApiKey:
         """The key called ``name`` (or with that id). :raises KeyNotFound:"""

@@ -1,4 +1,4 @@
-"""``/api/keys`` (clients on this machine only): the same operations as ``codexlb keys``.
+"""``/api/keys``: the same operations as ``codexlb keys``, behind the admin guard like all of ``/api``.
 
 - ``GET /api/keys``: every key (never the key itself).
 - ``POST /api/keys`` ``{"name", "limits"?: ["requests=500/day", ...], "models"?: [...],
@@ -25,7 +25,6 @@ from codexlb.keys.report import usage_by_key
 from codexlb.keys.service import KeyInputError, create_key, key_summary
 from codexlb.keys.store import ApiKey, KeyExists, KeyNotFound, KeyStore
 from codexlb.web import json_error
-from codexlb.web.api import from_this_machine
 
 if TYPE_CHECKING:
     from codexlb.app import CodexLB
@@ -43,14 +42,6 @@ class KeysApiError(Exception):
 @blueprint.errorhandler(KeysApiError)
 async def _error(exc: KeysApiError) -> Any:
     return json_error(exc.status, exc.code, exc.message, kind={404: "not_found_error"}.get(exc.status))
-
-
-@blueprint.before_request
-async def _loopback_only() -> Any:
-    if not from_this_machine():
-        return json_error(403, "forbidden", "the /api routes answer only clients on this machine (127.0.0.1 or ::1)",
-                          kind="permission_error")
-    return None
 
 
 def _lb() -> CodexLB:

@@ -25,19 +25,22 @@ from codexlb.settings import Settings
 
 ROUTING = ("select_round_robin", "upstream")
 WITH_FIREWALL = ("firewall", *ROUTING)
+WITH_KEYS = ("firewall", "api_keys", *ROUTING)
 ALLOW = {"firewall": {"allow": ["10.0.0.0/8"]}}
 KEYS_NOT_CHECKED = "CODEX_LB_API_KEYS is set but no enabled plugin checks client keys"
 
 
-def check(plugins: tuple[str, ...] = WITH_FIREWALL, extra: tuple[object, ...] = (), **changes: Any) -> None:
-    settings = dataclasses.replace(Settings(), pipeline_plugins=plugins, **changes)
+def check(plugins: tuple[str, ...] = WITH_FIREWALL, extra: tuple[object, ...] = (), stored_keys: int | None = None,
+          **changes: Any) -> bool:
+    settings = dataclasses.replace(Settings(database_url="postgresql+asyncpg://db.invalid/x"),
+                                   pipeline_plugins=plugins, **changes)
     pm = make_plugin_manager(plugins, extra)
     Hooks(pm).configure(settings)
-    check_bind(settings, pm)
+    return check_bind(settings, pm, stored_keys)
 
 
 class KeysPlugin:
-    """A stand-in for a future keys plugin: it declares what it enforces, it is not named firewall."""
+    """Another plugin that declares it checks client keys: the core trusts the declaration, not a name."""
 
     name = "keys"
     enforces_admission = frozenset({"api_keys"})
@@ -48,6 +51,9 @@ class KeysPlugin:
     {"host": "0.0.0.0", "plugin_options": {"firewall": {"allow": []}}},
     {"host": "0.0.0.0", "plugins": ROUTING, "api_keys": ("k",)},  # keys, but nobody checks them
     {"host": "0.0.0.0", "plugins": ROUTING, "plugin_options": ALLOW},  # an allowlist without the firewall
+    {"host": "0.0.0.0", "api_keys": ("k",)},  # the firewall does not check keys
+    {"host": "0.0.0.0", "plugins": WITH_KEYS, "stored_keys": 0},  # keys are checked, but none exists
+    {"host": "0.0.0.0", "plugins": WITH_FIREWALL, "stored_keys": 2},  # stored keys, but nobody checks them
 ])
 def test_refused(changes: dict[str, Any]) -> None:
     with pytest.raises(ConfigError, match="refusing to listen") as caught:
@@ -58,14 +64,36 @@ def test_refused(changes: dict[str, Any]) -> None:
 
 @pytest.mark.parametrize("changes", [
     {"host": "0.0.0.0", "plugin_options": ALLOW},
-    {"host": "0.0.0.0", "api_keys": ("k",)},
+    {"host": "0.0.0.0", "plugins": WITH_KEYS, "api_keys": ("k",)},
+    {"host": "0.0.0.0", "plugins": WITH_KEYS, "stored_keys": 1},
     {"host": "0.0.0.0", "plugins": ROUTING, "extra": (KeysPlugin(),), "api_keys": ("k",)},
+    {"host": "0.0.0.0", "plugins": ROUTING, "extra": (KeysPlugin(),), "stored_keys": 3},
     {"host": "0.0.0.0", "allow_unrestricted_bind": True},
     {"host": "0.0.0.0", "plugins": ROUTING, "api_keys": ("k",), "allow_unrestricted_bind": True},
     {"host": "127.0.0.1"}, {"host": "::1"}, {"host": "localhost"}, {"host": "[::1]"},
 ])
 def test_allowed(changes: dict[str, Any]) -> None:
-    check(**changes)
+    assert check(**changes) is False
+
+
+@pytest.mark.parametrize("plugins", [WITH_KEYS, ROUTING + ("api_keys",)])
+def test_open_bind_with_the_keys_plugin_waits_for_the_stored_keys(plugins: tuple[str, ...], tmp_path: Path) -> None:
+    assert check(plugins=plugins, host="0.0.0.0") is True  # unknown until the database is open
+    db = tmp_path / "store.db"
+    url = f"sqlite+aiosqlite:///{db}"
+    with pytest.raises(ConfigError, match="none exists yet"):  # no database file: no stored key
+        check(plugins=plugins, host="0.0.0.0", database_url=url)
+    db.touch()
+    assert check(plugins=plugins, host="0.0.0.0", database_url=url) is True
+
+
+def test_loopback_with_unchecked_stored_keys_warns(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING, logger="codexlb.bind"):
+        assert check(host="127.0.0.1", stored_keys=2) is False
+    assert "the database holds 2 client API key(s) but no enabled plugin checks client keys" in caplog.text
+    caplog.clear()
+    check(plugins=WITH_KEYS, host="127.0.0.1", stored_keys=2)
+    assert caplog.text == ""
 
 
 def test_loopback_with_unchecked_keys_warns(caplog: pytest.LogCaptureFixture) -> None:
@@ -73,7 +101,7 @@ def test_loopback_with_unchecked_keys_warns(caplog: pytest.LogCaptureFixture) ->
         check(plugins=ROUTING, host="127.0.0.1", api_keys=("k",))
     assert KEYS_NOT_CHECKED in caplog.text and "NOT ENFORCED" in caplog.text
     caplog.clear()
-    check(host="127.0.0.1", api_keys=("k",))
+    check(plugins=WITH_KEYS, host="127.0.0.1", api_keys=("k",))
     assert caplog.text == ""
 
 
@@ -134,7 +162,7 @@ def test_check_config_reports_the_same_problem(tmp_path: Path) -> None:
     assert warned.returncode == 0, warned.stderr
     assert "NOT ENFORCED" in warned.stderr and KEYS_NOT_CHECKED in warned.stderr
     fine = codexlb(tmp_path, "check-config", CODEX_LB_HOST="0.0.0.0", CODEX_LB_API_KEYS="sk-test-key",
-                   CODEX_LB_PIPELINE__PLUGINS=json.dumps(list(WITH_FIREWALL)))
+                   CODEX_LB_PIPELINE__PLUGINS=json.dumps(list(WITH_KEYS)))
     assert fine.returncode == 0 and "NOT ENFORCED" not in fine.stderr, fine.stderr
 
 
@@ -151,9 +179,9 @@ def run_until_listening(tmp_path: Path, *args: str, **env: str) -> tuple[str, st
     return line, err
 
 
-def test_serve_open_bind_with_the_firewall_and_keys_starts(tmp_path: Path) -> None:
+def test_serve_open_bind_with_the_keys_plugin_and_static_keys_starts(tmp_path: Path) -> None:
     line, err = run_until_listening(tmp_path, "--host", "0.0.0.0", "--port", "0", CODEX_LB_API_KEYS="sk-test-key",
-                                    CODEX_LB_PIPELINE__PLUGINS=json.dumps(list(WITH_FIREWALL)))
+                                    CODEX_LB_PIPELINE__PLUGINS=json.dumps(list(WITH_KEYS)))
     assert "listening on http://0.0.0.0" in line, err
     assert "NOT ENFORCED" not in err
 

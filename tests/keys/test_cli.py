@@ -19,15 +19,21 @@ from tests.keys.conftest import BODY, PATH, PIPELINE, bearer, plugin
 REPO = Path(codexlb.__file__).resolve().parent.parent
 
 
-def cli(tmp_path: Path, *argv: str) -> subprocess.CompletedProcess[str]:
-    """``python -m codexlb ARGV`` on the harness's database (``tmp_path/data``)."""
+def env_of(tmp_path: Path, **extra: str) -> dict[str, str]:
+    """The environment of a ``codexlb`` process on the harness's database (``tmp_path/data``)."""
     data = tmp_path / "data"
     env = {k: v for k, v in os.environ.items() if not k.startswith("CODEX_LB_")}
     env |= {"CODEX_LB_DATA_DIR": str(data), "CODEX_LB_DATABASE_URL": f"sqlite+aiosqlite:///{data / 'store.db'}",
             "CODEX_LB_ENCRYPTION_KEY_FILE": str(data / "encryption.key"),
+            "CODEX_LB_USAGE_REFRESH_ENABLED": "false", "CODEX_LB_MODEL_REGISTRY_ENABLED": "false",
             "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))}
-    return subprocess.run([sys.executable, "-m", "codexlb", *argv], cwd=tmp_path, env=env, capture_output=True,
-                          text=True, timeout=60)
+    return env | extra
+
+
+def cli(tmp_path: Path, *argv: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """``python -m codexlb ARGV`` on the harness's database (``tmp_path/data``)."""
+    return subprocess.run([sys.executable, "-m", "codexlb", *argv], cwd=tmp_path, env=env_of(tmp_path, **env),
+                          capture_output=True, text=True, timeout=60)
 
 
 async def run(tmp_path: Path, *argv: str) -> subprocess.CompletedProcess[str]:

@@ -1,8 +1,9 @@
 """One admission path: every client route in the app's URL map refuses an unadmitted client.
 
-Over real sockets, with the firewall enforcing client keys or an allowlist. The WebSocket
-handshake on ``/backend-api/codex/responses`` is admitted too: refused like any route, or upgraded
-for an admitted client; a plain GET there gets 426 so a client falls back to HTTP.
+Over real sockets, with the api_keys plugin enforcing a static key (``CODEX_LB_API_KEYS``) or a key
+stored in the database, or the firewall enforcing an allowlist. The WebSocket handshake on
+``/backend-api/codex/responses`` is admitted too: refused like any route, or upgraded for an
+admitted client; a plain GET there gets 426 so a client falls back to HTTP.
 """
 
 from __future__ import annotations
@@ -17,14 +18,17 @@ import pytest
 from codexlb.testing.harness import TEST_PLUGINS, ProxyHarness, proxy_server
 from codexlb.testing.secrets import register_secret
 from tests.accounts.test_admin_guard import raw_request
+from tests.keys.conftest import make_key, plugin
 
 KEY = "sk-codexlb-admission-key-0123456789"
 register_secret(KEY)
 NOT_CLIENT = ("/api/", "/healthz", "/readyz", "/metrics", "/dashboard")  # /dashboard: its own sign-in
 KNOWN_CLIENT_ROUTES = {"/backend-api/wham/usage", "/backend-api/wham/accounts/check", "/backend-api/wham/settings/user",
                        "/backend-api/codex/responses", "/v1/responses", "/v1/models"}
+PIPELINE = ("firewall", "api_keys", *TEST_PLUGINS)
 CONFIGS = {
-    "api_keys": ({"api_keys": (KEY,)}, 401, "invalid_api_key"),
+    "static_key": ({"api_keys": (KEY,)}, 401, "invalid_api_key"),
+    "stored_key": ({}, 401, "invalid_api_key"),  # a key made through /api/keys before the walk
     "allowlist": ({"plugin_options": {"firewall": {"allow": ["10.0.0.0/8"]}}}, 403, "ip_not_allowed"),
 }
 
@@ -54,7 +58,10 @@ async def websocket_status(url: str, headers: dict[str, str] | None = None) -> i
 @pytest.mark.parametrize("config", list(CONFIGS))
 async def test_every_client_route_is_admitted(tmp_path: Path, config: str) -> None:
     overrides, status, code = CONFIGS[config]
-    async with proxy_server(tmp_path, accounts=1, pipeline=("firewall", *TEST_PLUGINS), **overrides) as proxy:
+    async with proxy_server(tmp_path, accounts=1, pipeline=PIPELINE, **overrides) as proxy:
+        if config == "stored_key":
+            await make_key(proxy, "walker")
+            assert plugin(proxy).ring.required
         routes = client_routes(proxy)
         assert KNOWN_CLIENT_ROUTES <= {path for _, path, _ in routes}
         assert any(websocket for _, _, websocket in routes)
@@ -71,18 +78,24 @@ async def test_every_client_route_is_admitted(tmp_path: Path, config: str) -> No
             assert (await proxy.client.get(path)).status_code == 200, path
 
 
-async def test_admitted_client_reaches_the_routes(tmp_path: Path) -> None:
-    async with proxy_server(tmp_path, accounts=1, pipeline=("firewall", *TEST_PLUGINS), api_keys=(KEY,)) as proxy:
-        auth = {"authorization": f"Bearer {KEY}"}
+@pytest.mark.parametrize("stored", [False, True], ids=["static_key", "stored_key"])
+async def test_admitted_client_reaches_the_routes(tmp_path: Path, stored: bool) -> None:
+    async with proxy_server(tmp_path, accounts=1, pipeline=PIPELINE, api_keys=() if stored else (KEY,)) as proxy:
+        key = await make_key(proxy, "client") if stored else KEY
+        auth = {"authorization": f"Bearer {key}"}
         usage = await proxy.client.get("/backend-api/wham/usage", headers=auth)
         assert usage.status_code == 200 and "rate_limit" in usage.json()
-        check = await proxy.client.get("/backend-api/wham/accounts/check", headers={"x-api-key": KEY})
+        check = await proxy.client.get("/backend-api/wham/accounts/check", headers={"x-api-key": key})
         assert check.status_code == 200 and check.json()["accounts"]
+        for path in ("/v1/models", "/backend-api/codex/models"):
+            assert (await proxy.client.get(path, headers=auth)).status_code == 200, path
+            assert (await proxy.client.get(path, headers={"x-api-key": key + "x"})).status_code == 401, path
         async with aiohttp.ClientSession() as session, session.ws_connect(
                 proxy.url.replace("http", "ws") + "/backend-api/codex/responses", headers=auth) as ws:
             await ws.send_json({"type": "response.create", "model": "gpt-5.5", "input": "hi", "store": False})
             while (frame := await ws.receive_json(timeout=10))["type"] != "response.completed":
                 assert frame["type"] != "error", frame
+        assert not [q for q in proxy.fake.requests if key in str(dict(q.headers))]  # never forwarded
 
 
 async def test_plain_get_gets_426_and_a_client_falls_back_to_http(tmp_path: Path) -> None:
