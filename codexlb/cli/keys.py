@@ -36,7 +36,10 @@ SERVER_NOTE = "(a running codexlb server sees this within a few seconds)"
 def register(subparsers: Any) -> None:
     """Add ``keys ...`` to the main parser."""
     parser = subparsers.add_parser("keys", help="client API keys: create, list, show, revoke, rotate, usage",
-                                   description=__doc__)
+                                   description="Create, list, show, revoke, rotate client API keys and show their "
+                                   "usage. Commands open the database themselves; a running server picks changes "
+                                   "up within its sync interval ([plugins.api_keys] sync_interval_seconds). create "
+                                   "and rotate print the key once: it is never stored, only its hash.")
     cmds = parser.add_subparsers(dest="keys_command", metavar="COMMAND", required=True)
 
     create = cmds.add_parser("create", help="make a key (printed once)")
