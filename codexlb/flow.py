@@ -168,6 +168,8 @@ class Flow:
     stash: Stash = field(default_factory=Stash)
     api_key_id: str | None = None
     """The client API key that admitted the flow (its id; recorded in the request log)."""
+    api_key_name: str | None = None
+    """That key's name (``CODEX_LB_API_KEYS`` for static keys); never the key itself."""
     account_scope: frozenset[str] | None = None
     """Ids of the accounts this flow may be routed to (set by admission; ``None``: any account)."""
     _key_hash: tuple[str, str | None] | None = field(default=None, repr=False)

@@ -154,7 +154,7 @@ class ApiKeys:
                 headers=[("www-authenticate", 'Bearer realm="codexlb"')])
             flow.error_code = "invalid_api_key"
             return
-        flow.api_key_id = key.id
+        flow.api_key_id, flow.api_key_name = key.id, key.name
         flow.stash[KEY] = key
         if key.accounts is not None:
             flow.account_scope = frozenset(key.accounts)

@@ -24,8 +24,9 @@ of its id when the label is an e-mail address; never an e-mail or a key):
 - ``codexlb_active_streams``: upstream streams being relayed now.
 - ``codexlb_job_runs_total{job}``, ``codexlb_job_failures_total{job}``.
 - ``codexlb_event_loop_lag_seconds``: how late a timer fired, sampled every second.
-- ``codexlb_key_requests_total{key}``, ``codexlb_key_tokens_total{key,kind}``: per client key, for
-  flows that carry a key name (:meth:`Metrics.key_label`); empty while no key identifies flows.
+- ``codexlb_key_requests_total{key}``, ``codexlb_key_tokens_total{key,kind}``: per client key, by
+  the key's name (:meth:`Metrics.key_label`; ``CODEX_LB_API_KEYS`` for the static keys together);
+  nothing for flows admitted without a key.
 - ``process_*``: CPU, memory and file descriptors of this process.
 
 Each worker or replica keeps its own figures: scrape every one of them (one target per process),
@@ -254,12 +255,11 @@ class Metrics:
             self.upstream_errors.labels(error_class(error.code, error.upstream_status)).inc()
 
     def key_label(self, flow: Flow) -> str | None:
-        """The name of the client key that made the request, for the per-key series.
+        """The name of the client key that made the request (set by the ``api_keys`` plugin), or ``None``.
 
-        ``None`` today: flows do not carry a key identity yet. When client keys become records
-        with names, return that name here (a name, never the key itself).
+        A name, never the key itself; there are as many as keys, so the label stays bounded.
         """
-        return None
+        return flow.api_key_name
 
     # -- route and probe -------------------------------------------------------------------
 

@@ -83,15 +83,26 @@ def serve_workers(settings: Settings, workers: int) -> int:
     """Hypercorn's multi-process mode: every worker imports :mod:`codexlb.asgi` (same checks).
 
     The plugins and the bind are also checked here, once, before any worker starts: Hypercorn's
-    parent exits 0 whatever its workers exit with, so a refusal must not be left to them.
+    parent exits 0 whatever its workers exit with, so a refusal must not be left to them. When
+    only the stored client keys can tell, they are counted here too.
     """
     from hypercorn.run import run
 
     from codexlb.bindcheck import check_bind
     from codexlb.cli.config import check_plugins
+    from codexlb.db.migrate import DatabaseUnavailable
+    from codexlb.keys.store import stored_key_count
 
     check_workers(settings, workers)
-    check_bind(settings, check_plugins(settings))
+    pm = check_plugins(settings)
+    stored = None
+    if check_bind(settings, pm, warn=False):
+        try:
+            stored = asyncio.run(stored_key_count(settings))
+        except DatabaseUnavailable as exc:
+            print(f"codexlb: {exc}", file=sys.stderr)
+            return 1
+    check_bind(settings, pm, stored)
     os.environ[f"{PREFIX}HOST"], os.environ[f"{PREFIX}PORT"] = settings.host, str(settings.port)
     config = hypercorn_config(settings)
     config.workers, config.worker_class, config.application_path = workers, "uvloop", "codexlb.asgi:app"

@@ -25,6 +25,8 @@ from codexlb.keys.secret import hash_key, new_key, shown_prefix
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+    from codexlb.settings import Settings
+
 COUNTS = ("requests", "input_tokens", "cached_tokens", "output_tokens")
 """Counter columns, in the order :class:`Counts` tuples use."""
 COUNTER_RETENTION_SECONDS = 40 * 86400
@@ -186,3 +188,27 @@ class KeyStore:
                 ApiKeyCounterRow.key_id == key_id, ApiKeyCounterRow.window_end > now,
                 ApiKeyCounterRow.window_start <= now))).all()
         return {row.window: (row.requests, row.input_tokens, row.cached_tokens, row.output_tokens) for row in rows}
+
+
+async def stored_key_count(settings: Settings) -> int:
+    """Keys in the configured database, read with a short-lived engine (0 before the key table exists).
+
+    For a process that checks the bind without opening the app (``serve --workers``'s parent).
+    :raises codexlb.db.migrate.DatabaseUnavailable: the database cannot be reached.
+    """
+    from sqlalchemy import inspect
+
+    from codexlb.db.engine import make_engine
+    from codexlb.db.migrate import connect
+
+    engine = make_engine(settings)
+    try:
+        conn = await connect(engine)
+        try:
+            if not await conn.run_sync(lambda c: inspect(c).has_table(ApiKeyRow.__tablename__)):
+                return 0
+            return int(await conn.scalar(select(func.count()).select_from(ApiKeyRow)) or 0)
+        finally:
+            await conn.close()
+    finally:
+        await engine.dispose()

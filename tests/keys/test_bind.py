@@ -7,12 +7,16 @@ opened, before the port serves anything.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
 from pathlib import Path
 
+from codexlb.testing.fake_upstream import FakeUpstream
+from tests.deploy.procs import codexlb_env, codexlb_serve, free_port, running, start, stop
 from tests.keys.test_cli import cli, env_of
+from tests.support.postgres import postgres_base_url, temp_postgres_database
 
 OPEN = ("serve", "--host", "0.0.0.0", "--port", "0")
 ROUTING = ["firewall", "select_round_robin", "upstream"]
@@ -84,3 +88,19 @@ def test_check_config_says_it_cannot_see_stored_keys(tmp_path: Path) -> None:
         in done.stderr
     static = cli(tmp_path, "check-config", "--json", CODEX_LB_HOST="0.0.0.0", CODEX_LB_API_KEYS="sk-static-1")
     assert static.returncode == 0 and json.loads(static.stdout)["notes"] == [], static.stderr
+
+
+async def test_workers_parent_counts_the_stored_keys(tmp_path: Path) -> None:
+    """``serve --workers``: Hypercorn's parent exits 0 whatever its workers do, so it counts the keys itself."""
+    plugins = ("firewall", "api_keys", "select_round_robin", "upstream")
+    async with FakeUpstream() as fake, temp_postgres_database(postgres_base_url()) as url:
+        port = free_port()
+        env = codexlb_env(tmp_path, fake, port, plugins, CODEX_LB_DATABASE_URL=url, CODEX_LB_HOST="0.0.0.0")
+        refused = await start(codexlb_serve("--workers", "2"), env, tmp_path)
+        out, err = await refused.communicate()
+        assert refused.returncode == 2 and b"listening on" not in out, err
+        assert "none exists yet" in one_line(err.decode())
+        made = await asyncio.to_thread(cli, tmp_path, "keys", "create", "team", CODEX_LB_DATABASE_URL=url)
+        assert made.returncode == 0, made.stderr
+        async with running(codexlb_serve("--workers", "2"), env, tmp_path, f"http://127.0.0.1:{port}/readyz") as proc:
+            assert await stop(proc) == 0

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from codexlb.testing.db import postgres_base_url, temp_postgres_database
 from codexlb.testing.fake_upstream import FakeUpstream
 from codexlb.testing.harness import ProxyHarness, proxy_server
 from tests.keys.conftest import BODY, PATH, PIPELINE, SLOW_SYNC, bearer, make_key, plugin
+from tests.support.postgres import postgres_base_url, temp_postgres_database
 
 LIMIT = 10
 

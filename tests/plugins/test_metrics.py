@@ -130,8 +130,8 @@ def test_labels_stay_bounded() -> None:
 async def test_client_keys_do_not_guard_metrics(tmp_path: Path) -> None:
     """``/metrics`` has its own rule; client admission (keys, allowlist) is for client routes."""
     remote = {"x-forwarded-for": "203.0.113.7"}
-    async with proxy_server(tmp_path, accounts=0, pipeline=PIPELINE, api_keys=(CLIENT_KEY,),
-                            metrics_token="s3cret-metrics") as proxy:
+    async with proxy_server(tmp_path, accounts=0, pipeline=("firewall", "api_keys", *PIPELINE[1:]),
+                            api_keys=(CLIENT_KEY,), metrics_token="s3cret-metrics") as proxy:
         assert (await proxy.client.get("/v1/models")).status_code == 401  # a client route: keys apply
         await scrape(proxy)  # this machine, no client key
         await scrape(proxy, **remote, authorization="Bearer s3cret-metrics")
