@@ -62,6 +62,7 @@ class LogDB:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._app: CodexLB | None = None
+        self._flushing = asyncio.Lock()
 
     @hookimpl
     def configure(self, config: Mapping[str, Any]) -> None:
@@ -74,7 +75,7 @@ class LogDB:
     @hookimpl
     async def startup(self, app: CodexLB) -> None:
         self._app = app
-        self._wake = asyncio.Event()
+        self._wake, self._flushing = asyncio.Event(), asyncio.Lock()
         self._task = app.tasks.spawn(self._run(), "log_db-writer")
 
     @hookimpl
@@ -89,7 +90,14 @@ class LogDB:
             self._wake.set()
 
     async def flush(self) -> int:
-        """Write buffered rows; returns how many were written. Rows stay buffered while the database is down."""
+        """Write buffered rows; returns how many were written. Rows stay buffered while the database is down.
+
+        One flush at a time: two would both write the rows at the front of the buffer.
+        """
+        async with self._flushing:
+            return await self._flush()
+
+    async def _flush(self) -> int:
         if self._app is None or self._app.sessionmaker is None:
             return 0
         from codexlb.db.engine import is_unavailable

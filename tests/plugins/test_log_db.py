@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -68,6 +69,16 @@ async def test_database_down_keeps_rows_and_retries(tmp_path: Path, monkeypatch:
         assert any("request log write failed" in r.message for r in caplog.records)
         monkeypatch.setattr(requestlog, "insert_request_logs", real)
         assert await plugin.flush() == 1 and not plugin.buffer
+
+
+async def test_concurrent_flushes_write_each_row_once(tmp_path: Path) -> None:
+    async with proxy_server(tmp_path, pipeline=PIPELINE, accounts=1) as proxy:
+        plugin: LogDB = proxy.lb.pm.get_plugin("log_db")
+        for _ in range(3):
+            await plugin.flow_done(make_flow())
+        written = await asyncio.gather(plugin.flush(), plugin.flush(), plugin.flush())
+        assert sorted(written) == [0, 0, 3] and not plugin.buffer
+        assert len(await recent_request_logs(proxy.lb.sessionmaker, limit=10)) == 3
 
 
 async def test_buffer_is_bounded() -> None:
