@@ -171,6 +171,8 @@ class Flow:
     api_key_name: str | None = None
     """That key's name (``CODEX_LB_API_KEYS`` for static keys); never the key itself."""
     account_scope: frozenset[str] | None = None
+    handshake: Flow | None = field(default=None, repr=False)
+    """For a WebSocket turn: the admitted handshake of its connection (what the client presented there)."""
     """Ids of the accounts this flow may be routed to (set by admission; ``None``: any account)."""
     _key_hash: tuple[str, str | None] | None = field(default=None, repr=False)
 

@@ -107,7 +107,10 @@ async def admit_request(flow: Flow, app: CodexLB) -> None:
     that sets ``flow.response``. An exception refuses the request (fail closed).
 
     Called for every client route (proxy, model lists, ``wham/*``, the WebSocket handshake, plugin
-    routes) before its view runs; not for ``/api/*``, ``/healthz``, ``/readyz``. A plugin that
+    routes) before its view runs; not for ``/api/*``, ``/healthz``, ``/readyz``. Also called for
+    every turn of a WebSocket connection (``POST``, with ``flow.handshake`` set to the admitted
+    handshake, whose headers the turn carries minus what admission removed, e.g. a client key;
+    stash what a turn needs on the handshake flow). A plugin that
     enforces client keys or an allowlist says so with an ``enforces_admission`` attribute set by
     ``configure``: a collection of ``"api_keys"`` (a key is required whenever any exists, in
     ``CODEX_LB_API_KEYS`` or the database) and/or ``"client_networks"`` (clients outside an

@@ -7,7 +7,9 @@ allowlist), ``flow_done`` (count tokens).
 Keys come from the database (``codexlb keys create``, ``/api/keys``) and from ``CODEX_LB_API_KEYS``
 (static keys: no limits, no scope). Clients send ``Authorization: Bearer <key>`` or
 ``x-api-key: <key>``; the header is removed before the request travels upstream. With no key at
-all (none stored, revoked ones included, and the setting empty) requests need none.
+all (none stored, revoked ones included, and the setting empty) requests need none. A WebSocket
+turn uses the key of its connection's handshake (``flow.handshake``), checked again and counted
+for every turn.
 
 No database work happens per request: keys and window counters live in memory
 (:mod:`codexlb.keys.ring`, :mod:`codexlb.keys.usage`) and are synced with the database every
@@ -141,12 +143,11 @@ class ApiKeys:
             return
         now = time.time()
         headers = flow.request.headers
-        key = None
-        for header, presented in presented_keys(headers):
-            key = self.ring.find(presented, now)
-            if key is not None:
-                headers.pop(header, None)  # our credential, never forwarded
-                break
+        if flow.handshake is not None:  # a WebSocket turn: its key was presented with the handshake
+            held = flow.handshake.stash.get(KEY)
+            key = self.ring.current(held, now) if held is not None else None
+        else:
+            key = self._presented(headers, now)
         if key is None:
             flow.response = ProxyResponse.error(
                 401, "invalid_api_key", "missing or invalid API key: send 'Authorization: Bearer <key>' or "
@@ -166,6 +167,15 @@ class ApiKeys:
             flow.error_code = "api_key_limit_reached"
             return
         flow.stash[COUNTED] = True
+
+    def _presented(self, headers: dict[str, str], now: float) -> ApiKey | None:
+        """The active key the client sent, its header removed (our credential, never forwarded)."""
+        for header, presented in presented_keys(headers):
+            key = self.ring.find(presented, now)
+            if key is not None:
+                headers.pop(header, None)
+                return key
+        return None
 
     @hookimpl
     async def transform_request(self, flow: Flow) -> None:

@@ -45,6 +45,13 @@ class KeyRing:
         """Whether clients must present a key: some key exists, in the database or the setting."""
         return bool(self.by_hash)
 
+    def current(self, key: ApiKey, now: float | None = None) -> ApiKey | None:
+        """The ring's record of ``key`` if it is still active (not revoked, expired or rotated since)."""
+        found = self.by_hash.get(key.key_hash)
+        if found is None or found.state(time.time() if now is None else now) != "active":
+            return None
+        return found
+
     def find(self, presented: str, now: float | None = None) -> ApiKey | None:
         """The active key matching ``presented``; ``None`` for unknown, revoked or expired keys alike."""
         key = self.by_hash.get(hash_key(presented))

@@ -8,6 +8,10 @@ one), failover happens before the turn's first event, the tap records usage and 
 and ``flow_done`` writes the request-log row. The upstream answer's SSE events go to the client
 one per text frame; a turn that fails before its first event gets an in-band error frame in the
 upstream's shape. ``generate: false`` (the prewarm) is answered here without an upstream call.
+
+Each turn is admitted (``admit_request``) like an HTTP request before it runs, with the
+connection's handshake in ``flow.handshake``: client keys count and limit every turn, a key revoked
+mid-connection stops the next turn, and a refusal is an in-band error frame too.
 """
 
 from __future__ import annotations
@@ -159,13 +163,13 @@ class WebSocketSession:
                                body=self.context.request_body(frame))
         request.headers["content-type"] = "application/json"
         request.headers.pop("content-encoding", None)
-        return Flow(request)
+        return Flow(request, handshake=self.handshake)
 
     async def _turn(self, frame: dict[str, Any]) -> None:
         lb = self.app
         flow = self._flow(frame)
         try:
-            result = await lb.pipeline.run(flow)
+            result = await lb.pipeline.admit(flow) or await lb.pipeline.run(flow)
             flow.status = result.status
             if isinstance(result.body, bytes):
                 flow.first_byte_at = flow.first_byte_at or time.time()
