@@ -194,6 +194,7 @@ class Scheduler:
             return
         for name, job in self.jobs.items():
             job.adopt(stored.get(name))
+        await self.usage.resume()
 
     async def _persist_all(self) -> None:
         for job in self.jobs.values():

@@ -12,6 +12,7 @@ are pruned about once an hour.
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 from collections.abc import Mapping
 from typing import Any
@@ -22,6 +23,7 @@ from codexlb.jobs.fetch import Answer, FetchError, account_headers, get_with_ret
 from codexlb.pool import LIMITED, STATUS
 from codexlb.types import Account, AccountStatus, UsageWindow
 
+log = logging.getLogger("codexlb.jobs")
 POLLED = (AccountStatus.ACTIVE, *LIMITED)
 """Statuses whose usage is polled (paused, deactivated and re-login accounts are left alone)."""
 DEACTIVATING_CODES = frozenset({"account_deactivated", "deactivated_workspace", "account_suspended"})
@@ -107,6 +109,7 @@ class UsageRefreshJob(Job):
         self._due: dict[str, float] = {}
         self._recheck: dict[str, float] = {}
         self._pruned_at: float | None = None
+        self._not_before: dict[str, float] = {}
         self.client: Any = None
         """The scheduler's ``httpx.AsyncClient``."""
 
@@ -124,6 +127,28 @@ class UsageRefreshJob(Job):
         super().adopt(previous)
         self._due.clear()
 
+    async def resume(self) -> None:
+        """After :meth:`adopt`: each account waits one interval after its last stored snapshot.
+
+        So a new leader taking over right after the previous one fetched an account does not fetch it twice.
+        """
+        if self.lb.sessionmaker is None:
+            return
+        from sqlalchemy import func, select
+
+        from codexlb.db.models import UsageSnapshotRow
+
+        since = self.clock() - self.interval
+        query = (select(UsageSnapshotRow.account_id, func.max(UsageSnapshotRow.time))
+                 .where(UsageSnapshotRow.time > since).group_by(UsageSnapshotRow.account_id))
+        try:
+            async with self.lb.sessionmaker() as session:
+                rows = (await session.execute(query)).all()
+        except Exception as exc:
+            log.warning("job usage: could not read the last usage snapshots (%s)", type(exc).__name__)
+            return
+        self._not_before = {str(account_id): at + self.interval for account_id, at in rows}
+
     def polled(self) -> list[Account]:
         return [a for a in self.lb.pool.all() if a.status in POLLED and a.id in self.lb.pool.credentials]
 
@@ -137,7 +162,7 @@ class UsageRefreshJob(Job):
         new = [a for a in accounts if a.id not in self._due]
         step = self.interval / len(new) if new else 0.0
         for n, account in enumerate(new):
-            self._due[account.id] = now + n * step
+            self._due[account.id] = max(now + n * step, self._not_before.pop(account.id, 0.0))
         for account in accounts:
             if account.status in LIMITED and account.cooldown_until > now:
                 self._recheck[account.id] = account.cooldown_until

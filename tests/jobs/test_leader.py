@@ -55,9 +55,12 @@ async def test_one_leader_on_postgres_and_takeover_when_its_connection_dies(
             finally:
                 await admin.close()
 
-            assert await b.jobs.tick()  # B takes the lock at its next try and polls
-            assert b.jobs.is_leader and b.jobs.usage.status.runs == 4  # A's 3 runs (from meta) + 1
-            assert len(fake.requests_for("usage")) == fetched + 1
+            assert await b.jobs.tick()  # B takes the lock at its next try; A fetched both within an interval
+            assert b.jobs.is_leader and len(fake.requests_for("usage")) == fetched  # so nothing is due yet
+            clock.advance(30)
+            assert await b.jobs.tick()  # one interval after A's last fetches
+            assert b.jobs.usage.status.runs == 5  # A's 3 runs (from meta), B's prune at takeover, this one
+            assert len(fake.requests_for("usage")) == fetched + 2
             assert not await a.jobs.tick()  # A notices it lost the lock and steps down
             assert not await a.jobs.tick() and not a.jobs.is_leader
             assert a.jobs.usage.status.runs == 3
