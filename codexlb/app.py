@@ -29,7 +29,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("codexlb")
 FLUSH_INTERVAL_SECONDS = 1.0
-SYNC_EVERY_TICKS = 5
+SYNC_INTERVAL_SECONDS = 3.0
+"""How often the pool merges the database's view, so a change made elsewhere (the CLI, another
+replica) is honoured here within about this plus one flush tick (under 5 s)."""
 
 
 class CodexLB:
@@ -119,18 +121,19 @@ class CodexLB:
             await self.engine.dispose()
 
     async def _flush_loop(self) -> None:
-        """Write changed account state every second; pick up others' changes every few seconds.
+        """Write changed account state every second; pick up others' changes every ``SYNC_INTERVAL_SECONDS``.
 
         Other changes are the CLI (login, pause, remove) and other replicas sharing the database.
         """
-        ticks = 0
+        loop = asyncio.get_running_loop()
+        synced_at = loop.time()
         while True:
             await asyncio.sleep(FLUSH_INTERVAL_SECONDS)
             if self.store is None:
                 continue
             await self.pool.flush(self.store)
-            ticks += 1
-            if ticks % SYNC_EVERY_TICKS == 0:
+            if loop.time() - synced_at >= SYNC_INTERVAL_SECONDS:
+                synced_at = loop.time()
                 try:
                     self.pool.sync(await self.store.list())
                 except Exception:
