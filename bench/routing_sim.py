@@ -3,6 +3,7 @@
     .venv/bin/python -m bench.routing_sim            # ~1.5 minutes
     .venv/bin/python -m bench.routing_sim --quick    # ~30 s
     .venv/bin/python -m bench.routing_sim --matrix   # the scenario matrix (bench.routing_matrix), ~1 min
+    .venv/bin/python -m bench.routing_sim --quick --replicas 3   # through 3 replicas behind nginx
 
 Two identical :class:`~bench.sim_upstream.SimUpstream` fakes run in this process (quota
 windows with token budgets in compressed time, a prompt cache, slower first events on cache misses),
@@ -16,8 +17,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import math
+import os
 import signal
 import sys
 import tempfile
@@ -216,14 +219,30 @@ async def main_async(args: argparse.Namespace) -> int:
             await arm.sim.start()
             setup_accounts(arm.sim, args.accounts, short_budget, args.weekly_factor)
         oracle_sim, proxy_sim = arms[0].sim, arms[1].sim
-        proxy, port = await start_proxy(Path(tmp), proxy_sim.base_url, proxy_sim.auth_base_url,
-                                        [account_info(a) for a in proxy_sim.accounts.values()], plugins,
-                                        proxy_cores, extra_env)
-        log(f"proxy on cores {proxy_cores} with {plugins}; oracle and fakes here on {other_cores}")
+        stack = contextlib.AsyncExitStack()
+        if args.replicas:
+            from tests.support.cluster import cluster
+            from tests.support.postgres import POSTGRES_URL_ENV, temp_postgres_database
+
+            database = await stack.enter_async_context(temp_postgres_database(os.environ[POSTGRES_URL_ENV]))
+            lb = await stack.enter_async_context(cluster(
+                Path(tmp), proxy_sim, database, replicas=args.replicas, plugins=plugins, start=False,
+                env={**extra_env, "CODEX_LB_LOG_LEVEL": "WARNING"}))
+            await lb.store_accounts(list(proxy_sim.accounts.values()))
+            await lb.start_all()
+            url, pid = lb.url, None
+            log(f"{args.replicas} replica(s) on one PostgreSQL behind nginx with {plugins}")
+        else:
+            proxy, port = await start_proxy(Path(tmp), proxy_sim.base_url, proxy_sim.auth_base_url,
+                                            [account_info(a) for a in proxy_sim.accounts.values()], plugins,
+                                            proxy_cores, extra_env)
+            stack.callback(proxy.stop)
+            url, pid = f"http://127.0.0.1:{port}", proxy.pid
+            log(f"proxy on cores {proxy_cores} with {plugins}; oracle and fakes here on {other_cores}")
         labels = {f"acct{i}": a for i, a in enumerate(proxy_sim.accounts, 1)}
         targets = [{"url": oracle_sim.base_url + RESPONSES, "oracle": Oracle(oracle_sim), "labels": {}},
-                   {"url": f"http://127.0.0.1:{port}/backend-api{RESPONSES}", "oracle": None, "labels": labels}]
-        spy = await py_spy(proxy.pid, args.profile / "sim-profile.txt", duration + 5) if args.profile else None
+                   {"url": f"{url}/backend-api{RESPONSES}", "oracle": None, "labels": labels}]
+        spy = await py_spy(pid, args.profile / "sim-profile.txt", duration + 5) if args.profile and pid else None
         try:
             timeout = aiohttp.ClientTimeout(total=120)
             async with aiohttp.ClientSession(timeout=timeout) as s1, aiohttp.ClientSession(timeout=timeout) as s2:
@@ -237,12 +256,13 @@ async def main_async(args: argparse.Namespace) -> int:
                 if spy.returncode is None:
                     spy.send_signal(signal.SIGINT)  # py-spy writes its output and exits
                 await spy.wait()
-            proxy.stop()
+            await stack.aclose()
             for arm in arms:
                 await arm.sim.stop()
     summaries = [summarise(arm) for arm in arms]
     ideal = ideal_hit_ratio(workload, probe.token_scale)
-    print(f"plugins: {', '.join(plugins)}; {args.accounts} accounts; seed {args.seed}")
+    where = f"{args.replicas} replica(s) behind nginx on PostgreSQL" if args.replicas else "one process on SQLite"
+    print(f"plugins: {', '.join(plugins)}; {args.accounts} accounts; seed {args.seed}; {where}")
     print(render(*summaries))
     print(f"ideal cache-hit ratio (no conversation ever moves, nothing expires): {ideal:.3f}")
     if args.profile and (args.profile / "sim-profile.txt").exists():
@@ -252,7 +272,7 @@ async def main_async(args: argparse.Namespace) -> int:
     seconds = round(time.monotonic() - started, 1)
     if args.json:
         args.json.write_text(json.dumps({"oracle": summaries[0], "proxy": summaries[1], "ideal cache-hit": ideal,
-                                         "plugins": plugins,
+                                         "plugins": plugins, "replicas": args.replicas,
                                          "machine": machine(), "preset": preset, "seconds": seconds}, indent=2))
     log(f"done in {seconds} s")
     return 0
@@ -276,6 +296,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--short", type=int, help="short window in s (default 60; the weekly one is 30x)")
     parser.add_argument("--cache-ttl", type=float, default=30.0, help="prompt cache TTL in s")
     parser.add_argument("--plugins", help="comma-separated pipeline (default: the default plugins that exist)")
+    parser.add_argument("--replicas", type=int, default=0,
+                        help="N codexlb replicas on one throw-away PostgreSQL database (CODEX_LB_TEST_POSTGRES_URL) "
+                             "behind nginx (tests/support/cluster.py); default: one process on SQLite")
     parser.add_argument("--json", type=Path, help="also write the results as JSON")
     parser.add_argument("--profile", type=Path, help="py-spy the proxy over the run; write sim-profile.txt here")
     args = parser.parse_args(argv)

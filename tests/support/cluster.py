@@ -122,19 +122,22 @@ class Cluster:
 
     async def seed_accounts(self, n: int, *, expired: bool = False, **add: Any) -> list[FakeAccount]:
         """Add ``n`` fake accounts upstream and store them (``expired``: access tokens already expired)."""
-        added = []
+        added = [self.fake.add_account(**add) for _ in range(n)]
+        if expired:
+            for account in added:
+                account.expire_access_token()
+        await self.store_accounts(added)
+        return added
+
+    async def store_accounts(self, accounts: Sequence[FakeAccount]) -> None:
+        """Store accounts the fake already has, labelled ``acct1``, ``acct2``, ... in order."""
         async with open_store(self.settings()) as store:
-            for _ in range(n):
-                account = self.fake.add_account(**add)
-                if expired:
-                    account.expire_access_token()
+            for account in accounts:
                 await store.upsert(chatgpt_account_id=account.chatgpt_account_id, email=account.email,
                                    plan_type=account.plan_type, access_token=account.access_token,
                                    refresh_token=account.refresh_token, id_token=account.id_token,
                                    label=f"acct{len(self.accounts) + 1}")
                 self.accounts.append(account)
-                added.append(account)
-        return added
 
     async def start_replica(self, index: int) -> Replica:
         """Start replica ``index`` (again) and wait until its ``/readyz`` answers 200."""
