@@ -11,8 +11,8 @@ Each replica is ``python -m codexlb serve`` on its own loopback port, all with t
 and encryption key file; nginx runs the shipped ``deploy/nginx/codexlb.conf`` with one ``server``
 line per replica (round robin). Only test plumbing is added around the shipped file: a response
 header naming the replica that answered (``X-Codexlb-Replica``, from ``$upstream_addr``) and an
-access log. Processes write their output to files under ``tmp`` (``replica-<i>.log``) and are
-stopped by PID when the block ends, whatever happened inside it.
+access log. Processes write their output to files under ``tmp`` (``replica-<i>.log``; a registered
+secret in it fails the block) and are stopped by PID when the block ends, whatever happened inside it.
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ from codexlb.accounts.storage import open_store
 from codexlb.testing.fake_upstream import FakeAccount, FakeUpstream
 from codexlb.testing.harness import make_settings
 from tests.deploy.procs import free_port, nginx_binary, render_nginx
+from tests.support.logleaks import find_leaks
 
 PLUGINS = ("firewall", "decompress", "select_sticky", "select_least_used", "select_round_robin",
            "upstream", "sse_limit", "log_db")
@@ -277,6 +278,9 @@ async def cluster(tmp: Path, fake: FakeUpstream, database_url: str, *, replicas:
             await lb.start_all()
         lb.nginx = await start_nginx(tmp / "nginx", front, ports)
         yield lb
+        leaks = find_leaks("\n".join(r.output() for r in members))
+        if leaks:
+            raise ClusterError(f"secrets appeared in the replicas' output: {', '.join(leaks[:10])}")
     finally:
         await client.aclose()
         for i in range(replicas):
