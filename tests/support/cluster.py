@@ -155,9 +155,8 @@ class Cluster:
         return replica
 
     async def start_all(self) -> None:
-        """Start every stopped replica: the first alone (it migrates the schema), then the others together."""
-        await self.start_replica(0)
-        results = await asyncio.gather(*(self.start_replica(i) for i in range(1, len(self.replicas))),
+        """Start every stopped replica at once (migrations take a lock: one migrates, the others wait)."""
+        results = await asyncio.gather(*(self.start_replica(i) for i in range(len(self.replicas))),
                                        return_exceptions=True)
         for result in results:
             if isinstance(result, BaseException):
