@@ -128,9 +128,11 @@ class UsageRefreshJob(Job):
         self._due.clear()
 
     async def resume(self) -> None:
-        """After :meth:`adopt`: each account waits one interval after its last stored snapshot.
+        """After :meth:`adopt`: an account fetched within the last two intervals keeps its cadence.
 
-        So a new leader taking over right after the previous one fetched an account does not fetch it twice.
+        It is next due one interval after its last stored snapshot (now, when that has passed), so
+        a new leader neither fetches it twice within an interval nor lets it wait longer than the
+        takeover took; accounts not fetched lately are spread over one interval as on a first start.
         """
         if self.lb.sessionmaker is None:
             return
@@ -138,7 +140,7 @@ class UsageRefreshJob(Job):
 
         from codexlb.db.models import UsageSnapshotRow
 
-        since = self.clock() - self.interval
+        since = self.clock() - 2 * self.interval
         query = (select(UsageSnapshotRow.account_id, func.max(UsageSnapshotRow.time))
                  .where(UsageSnapshotRow.time > since).group_by(UsageSnapshotRow.account_id))
         try:
@@ -160,9 +162,13 @@ class UsageRefreshJob(Job):
             self._due.pop(gone, None)
             self._recheck.pop(gone, None)
         new = [a for a in accounts if a.id not in self._due]
-        step = self.interval / len(new) if new else 0.0
-        for n, account in enumerate(new):
-            self._due[account.id] = max(now + n * step, self._not_before.pop(account.id, 0.0))
+        for account in new:
+            if account.id in self._not_before:  # fetched lately by the previous leader: same cadence
+                self._due[account.id] = self._not_before.pop(account.id)
+        spread = [a for a in new if a.id not in self._due]
+        step = self.interval / len(spread) if spread else 0.0
+        for n, account in enumerate(spread):
+            self._due[account.id] = now + n * step
         for account in accounts:
             if account.status in LIMITED and account.cooldown_until > now:
                 self._recheck[account.id] = account.cooldown_until

@@ -46,6 +46,7 @@ async def test_one_leader_on_postgres_and_takeover_when_its_connection_dies(
                 assert not await b.jobs.tick()
                 clock.advance(30)
             fetched = len(fake.requests_for("usage"))
+            first, second, _ = [r.account_id for r in fake.requests_for("usage")]
             assert fetched == a.jobs.usage.status.runs == 3 and b.jobs.usage.status.runs == 0
             assert (await leader_record(b))["instance"] == a.jobs.identity["instance"]
 
@@ -55,12 +56,14 @@ async def test_one_leader_on_postgres_and_takeover_when_its_connection_dies(
             finally:
                 await admin.close()
 
-            assert await b.jobs.tick()  # B takes the lock at its next try; A fetched both within an interval
-            assert b.jobs.is_leader and len(fake.requests_for("usage")) == fetched  # so nothing is due yet
+            # B takes the lock at its next try and keeps A's cadence: the account A fetched 60 s ago
+            # (one interval) is due, the one A fetched 30 s ago is not
+            assert await b.jobs.tick()
+            assert b.jobs.is_leader and b.jobs.usage.status.runs == 4  # A's 3 runs (from meta) + 1
+            assert [r.account_id for r in fake.requests_for("usage")[fetched:]] == [second]
             clock.advance(30)
-            assert await b.jobs.tick()  # one interval after A's last fetches
-            assert b.jobs.usage.status.runs == 5  # A's 3 runs (from meta), B's prune at takeover, this one
-            assert len(fake.requests_for("usage")) == fetched + 2
+            assert await b.jobs.tick()
+            assert [r.account_id for r in fake.requests_for("usage")[fetched:]] == [second, first]
             assert not await a.jobs.tick()  # A notices it lost the lock and steps down
             assert not await a.jobs.tick() and not a.jobs.is_leader
             assert a.jobs.usage.status.runs == 3
