@@ -61,19 +61,30 @@ async def test_key_limit_overshoot_stays_within_the_documented_bound(tmp_path: P
         async def warm_up_shared() -> bool:
             return await used_in_database(lb) == WARM_UP
 
-        await poll(warm_up_shared, 10, "the warm-up counts to reach the database")
-        await asyncio.sleep(3 * SYNC)  # every replica passes a sync after that: each knows the 20
-        remaining = LIMIT - WARM_UP
+        await poll(warm_up_shared, 15, "the warm-up counts to reach the database")
+        async with httpx.AsyncClient(timeout=30) as client:  # then one more on each replica, directly
+            for replica in lb.replicas:
+                probe = await client.post(f"{replica.url}/backend-api/codex/responses", json=BODY, headers=headers)
+                assert probe.status_code == 200
+        used = WARM_UP + REPLICAS
+
+        async def all_synced() -> bool:
+            """Each replica's probe is in the database: each has synced since, reading back >= WARM_UP + 1."""
+            return await used_in_database(lb) == used
+
+        await poll(all_synced, 15, "every replica to sync its counts")
+        remaining = LIMIT - used
+        known_remaining = LIMIT - WARM_UP - 1  # the most any replica may still believe is left
 
         burst = await asyncio.gather(*(lb.client.post("/backend-api/codex/responses", json=BODY, headers=headers)
                                        for _ in range(90)))
         admitted = sum(r.status_code == 200 for r in burst)
         refused = [r for r in burst if r.status_code != 200]
         assert all(r.status_code == 429 and r.json()["error"]["code"] == "api_key_limit_reached" for r in refused)
-        assert remaining <= admitted <= remaining + (REPLICAS - 1) * remaining, admitted
+        assert remaining <= admitted <= remaining + (REPLICAS - 1) * known_remaining, admitted
 
         async def all_counted() -> bool:
-            return await used_in_database(lb) == WARM_UP + admitted
+            return await used_in_database(lb) == used + admitted
 
         await poll(all_counted, 10, "every admitted request to be counted in the database")
         async with httpx.AsyncClient(timeout=30) as client:  # once synced, every replica refuses
