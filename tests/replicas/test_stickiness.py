@@ -39,7 +39,7 @@ async def conversation_turns(lb: Cluster, conversation: str, first: int, count: 
     return out
 
 
-@pytest.mark.xfail(strict=True, reason=(
+@pytest.mark.xfail(strict=False, reason=(  # placement can agree by chance: a pass must not fail CI
     "placement of a new conversation (most quota per living conversation, select_sticky._place) uses "
     "each replica's own headroom and living-conversation counts; back-to-back turns spread by nginx "
     "reach replicas that have not adopted the first placement yet (request-log sync every 2 s) and "
