@@ -81,7 +81,10 @@ async def test_key_limit_overshoot_stays_within_the_documented_bound(tmp_path: P
         admitted = sum(r.status_code == 200 for r in burst)
         refused = [r for r in burst if r.status_code != 200]
         assert all(r.status_code == 429 and r.json()["error"]["code"] == "api_key_limit_reached" for r in refused)
-        assert remaining <= admitted <= remaining + (REPLICAS - 1) * known_remaining, admitted
+        # Each replica admits at most what it believed was left at its last sync (its own probe counted,
+        # the others' maybe not yet): the documented (replicas - 1) x remaining over the limit, plus the
+        # probes the other replicas served since that sync.
+        assert remaining <= admitted <= REPLICAS * known_remaining, admitted
 
         async def all_counted() -> bool:
             return await used_in_database(lb) == used + admitted
