@@ -71,6 +71,20 @@ def _fail(command: str, message: str) -> int:
     return 1
 
 
+def _store(command: str, settings: Settings, write: Any) -> int | None:
+    """Run ``write(sessionmaker, cipher)`` on the opened database; the exit status on failure, else ``None``."""
+
+    async def run() -> None:
+        async with _database(settings) as (sessionmaker, cipher):
+            await write(sessionmaker, cipher)
+
+    try:
+        asyncio.run(run())
+    except (CodexLBError, SQLAlchemyError, OSError) as exc:
+        return _fail(command, str(exc))
+    return None
+
+
 def _read_password() -> str | None:
     if not sys.stdin.isatty():
         return sys.stdin.readline().rstrip("\r\n")
@@ -91,14 +105,9 @@ def set_password(args: argparse.Namespace, settings: Settings) -> int:
     if problem:
         return _fail("set-password", f"{problem}; nothing was changed")
 
-    async def run() -> None:
-        async with _database(settings) as (sessionmaker, _):
-            await store_password(sessionmaker, password)
-
-    try:
-        asyncio.run(run())
-    except (CodexLBError, SQLAlchemyError, OSError) as exc:
-        return _fail("set-password", str(exc))
+    failed = _store("set-password", settings, lambda sessionmaker, _: store_password(sessionmaker, password))
+    if failed is not None:
+        return failed
     print("Dashboard password set; every admin session was signed out. Sign in at "
           f"http://{settings.host}:{settings.port}/dashboard/")
     return 0
@@ -117,14 +126,9 @@ def totp_enable(args: argparse.Namespace, settings: Settings) -> int:
         if not pyotp.TOTP(secret).verify(code, valid_window=1):
             return _fail("totp enable", "that code does not match; TOTP stays as it was")
 
-    async def run() -> None:
-        async with _database(settings) as (sessionmaker, cipher):
-            await set_totp_secret(sessionmaker, cipher, secret)
-
-    try:
-        asyncio.run(run())
-    except (CodexLBError, SQLAlchemyError, OSError) as exc:
-        return _fail("totp enable", str(exc))
+    failed = _store("totp enable", settings, lambda sessionmaker, cipher: set_totp_secret(sessionmaker, cipher, secret))
+    if failed is not None:
+        return failed
     print("TOTP enabled: signing in to the dashboard now asks for a code.")
     return 0
 
@@ -132,13 +136,8 @@ def totp_enable(args: argparse.Namespace, settings: Settings) -> int:
 def totp_disable(args: argparse.Namespace, settings: Settings) -> int:
     from codexlb.db.dashboard_auth import set_totp_secret
 
-    async def run() -> None:
-        async with _database(settings) as (sessionmaker, cipher):
-            await set_totp_secret(sessionmaker, cipher, None)
-
-    try:
-        asyncio.run(run())
-    except (CodexLBError, SQLAlchemyError, OSError) as exc:
-        return _fail("totp disable", str(exc))
+    failed = _store("totp disable", settings, lambda sessionmaker, cipher: set_totp_secret(sessionmaker, cipher, None))
+    if failed is not None:
+        return failed
     print("TOTP disabled: the dashboard asks for the password alone.")
     return 0
