@@ -33,7 +33,7 @@ import httpx
 from codexlb.accounts.storage import open_store
 from codexlb.testing.fake_upstream import FakeAccount, FakeUpstream
 from codexlb.testing.harness import make_settings
-from tests.deploy.procs import free_port, nginx_binary, render_nginx
+from tests.deploy.procs import free_port, nginx_binary, render_nginx, stop
 from tests.support.logleaks import find_leaks
 
 PLUGINS = ("firewall", "decompress", "select_sticky", "select_least_used", "select_round_robin",
@@ -168,13 +168,8 @@ class Cluster:
         proc = replica.proc
         if proc is None:
             return 0
-        if proc.returncode is None:
-            proc.send_signal(sig)
         try:
-            return await asyncio.wait_for(proc.wait(), timeout)
-        except TimeoutError:
-            proc.kill()
-            return await proc.wait()
+            return await stop(proc, sig, timeout)
         finally:
             replica.proc = None
 
