@@ -12,6 +12,7 @@ import logging
 import os
 import subprocess
 import sys
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -168,8 +169,13 @@ def test_check_config_reports_the_same_problem(tmp_path: Path) -> None:
 
 def run_until_listening(tmp_path: Path, *args: str, **env: str) -> tuple[str, str]:
     """Start ``codexlb serve``, wait for its "listening" line, stop it; its stdout line and stderr."""
-    proc = subprocess.Popen([sys.executable, "-m", "codexlb", "serve", *args], cwd=tmp_path,
-                            env=clean_env(tmp_path, **env), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return first_line_of_serve(tmp_path, args, clean_env(tmp_path, **env))
+
+
+def first_line_of_serve(cwd: Path, args: Sequence[str], env: Mapping[str, str]) -> tuple[str, str]:
+    """``codexlb serve ARGS``'s first stdout line (its "listening" line) and, once stopped, its stderr."""
+    proc = subprocess.Popen([sys.executable, "-m", "codexlb", "serve", *args], cwd=cwd,
+                            env=dict(env), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         assert proc.stdout is not None
         line = proc.stdout.readline()

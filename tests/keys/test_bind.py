@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 from codexlb.testing.fake_upstream import FakeUpstream
+from tests.core.test_bind import first_line_of_serve
 from tests.deploy.procs import codexlb_env, codexlb_serve, free_port, running, start, stop
 from tests.keys.test_cli import cli, env_of
 from tests.support.postgres import postgres_base_url, temp_postgres_database
@@ -24,15 +23,7 @@ ROUTING = ["firewall", "select_round_robin", "upstream"]
 
 def serve_until_listening(tmp_path: Path, host: str = "0.0.0.0", **env: str) -> tuple[str, str]:
     """Start ``codexlb serve --host HOST``; its first stdout line and stderr once stopped."""
-    proc = subprocess.Popen([sys.executable, "-m", "codexlb", "serve", "--host", host, "--port", "0"], cwd=tmp_path,
-                            env=env_of(tmp_path, **env), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline()
-    finally:
-        proc.terminate()
-        _, err = proc.communicate(timeout=30)
-    return line, err
+    return first_line_of_serve(tmp_path, ("--host", host, "--port", "0"), env_of(tmp_path, **env))
 
 
 def one_line(stderr: str) -> str:
