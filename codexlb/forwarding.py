@@ -129,6 +129,12 @@ def is_loopback(text: str | None) -> bool:
     return bool(address and address.is_loopback)
 
 
+def from_this_machine(peer: str | None, headers: Any) -> bool:
+    """A loopback peer, and no forwarding header names a client (a local reverse proxy relaying a
+    remote one)."""
+    return is_loopback(peer) and not forwarded_clients(headers)
+
+
 def forwarded_for_chain(headers: Any) -> list[str]:
     """The ``X-Forwarded-For`` hops over all its lines, client first, as sent."""
     return split_list(header_lines(headers, FORWARDED_FOR))

@@ -61,7 +61,7 @@ from quart import request as quart_request  # noqa: TID251 - a route handler has
 from codexlb import Flow, hookimpl
 from codexlb.errors import UpstreamError
 from codexlb.flow import StashKey
-from codexlb.forwarding import forwarded_clients, is_loopback
+from codexlb.forwarding import from_this_machine
 from codexlb.options import PluginOptions
 from codexlb.types import AccountStatus
 
@@ -102,11 +102,9 @@ def route_reason(route: str) -> str:
     return f"{strategy[:32]}:{reason[:48]}" if reason else strategy[:32]
 
 
-def from_this_machine() -> bool:
-    """Whether the request comes from this machine: a loopback peer, and no forwarding header names
-    a client (a local reverse proxy relaying a remote one), read by :mod:`codexlb.forwarding`."""
+def _peer() -> str | None:
     client = quart_request.scope.get("client")
-    return is_loopback(str(client[0]) if client else None) and not forwarded_clients(quart_request.headers)
+    return str(client[0]) if client else None
 
 
 def account_label(account: Account) -> str:
@@ -272,7 +270,7 @@ class Metrics:
             if not hmac.compare_digest(offered.strip().encode("utf-8", "surrogateescape"), self.token):
                 return json_error(401, "invalid_metrics_token", "wrong metrics token (CODEX_LB_METRICS_TOKEN)",
                                   headers={"www-authenticate": 'Bearer realm="codexlb-metrics"'})
-        elif not from_this_machine():
+        elif not from_this_machine(_peer(), quart_request.headers):
             hint = ("send Authorization: Bearer <CODEX_LB_METRICS_TOKEN>" if self.token
                     else "scrape from this machine or set CODEX_LB_METRICS_TOKEN")
             return json_error(403, "metrics_forbidden", f"/metrics is for this machine only; {hint}",

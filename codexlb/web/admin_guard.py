@@ -27,7 +27,7 @@ from urllib.parse import urlsplit
 from quart import current_app
 
 from codexlb.app import lb_of
-from codexlb.forwarding import forwarded_clients, is_loopback
+from codexlb.forwarding import from_this_machine, is_loopback
 from codexlb.web import current_request, json_error
 
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
@@ -74,7 +74,7 @@ def local_refusal(what: str = "the /api admin routes") -> Any | None:
     """Refuse a request that is not from this machine (peer, forwarding headers, ``Host``)."""
     current = current_request()
     client = current.scope.get("client")
-    if not is_loopback(str(client[0]) if client else None) or forwarded_clients(current.headers):
+    if not from_this_machine(str(client[0]) if client else None, current.headers):
         return _forbidden("forbidden", f"{what} answer only clients on this machine "
                           "(127.0.0.1 or ::1), not through a reverse proxy")
     extra = lb_of(current_app).settings.admin_allowed_hosts
