@@ -46,7 +46,9 @@ def test_soak_tiny(tmp_path: Path) -> None:
     assert data["samples"] >= 2 and data["faults injected"] >= 1
     assert data["checks"]["errors only after breaking faults"], data["stray error examples"]
     header = (tmp_path / "soak.csv").read_text().splitlines()[0]
-    assert header == "t_s,rss_mb,fds,tasks,lag_ms,p50_ms,p99_ms,requests,errors,faults"
+    assert header == "t_s,rss_mb,fds,tasks,lag_ms,p50_ms,p99_ms,requests,errors,faults,inflight_peak"
+    assert data["peak in flight"] >= 1
+    assert data["idle before load"]["fds"] > 0 and data["idle after load"]["tasks"] > 0
 
 
 def test_dashboard_bench_tiny(tmp_path: Path) -> None:
