@@ -112,7 +112,7 @@ class ApiKeys:
         async with self._lock:
             keys = await self.store.list()
             self.ring.load(keys)
-            await self.counters.sync(self.store, [k.id for k in keys if k.limits])
+            await self.counters.sync(self.store, [k.id for k in keys])
 
     async def _run(self) -> None:
         while True:
@@ -191,5 +191,5 @@ class ApiKeys:
     @hookimpl
     async def flow_done(self, flow: Flow) -> None:
         key = flow.stash.get(KEY)
-        if key is not None and flow.usage is not None and flow.stash.get(COUNTED) and key.limits:
+        if key is not None and flow.usage is not None and flow.stash.get(COUNTED):
             self.counters.add_tokens(key, flow.usage)

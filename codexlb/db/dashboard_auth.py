@@ -44,6 +44,7 @@ class DashboardSession:
     subject: str | None
     csrf_token: str
     expires_at: float
+    created_at: float
 
 
 def _hash_id(session_id: str) -> str:
@@ -114,7 +115,7 @@ async def create_session(sessionmaker: async_sessionmaker[AsyncSession], *, kind
     async with begin_write(sessionmaker) as session:
         await session.execute(delete(DashboardSessionRow).where(DashboardSessionRow.expires_at < now))
         session.add(row)
-    return session_id, DashboardSession(row.id_hash, kind, subject, row.csrf_token, row.expires_at)
+    return session_id, DashboardSession(row.id_hash, kind, subject, row.csrf_token, row.expires_at, now)
 
 
 async def load_session(sessionmaker: async_sessionmaker[AsyncSession], session_id: str,
@@ -125,7 +126,7 @@ async def load_session(sessionmaker: async_sessionmaker[AsyncSession], session_i
             DashboardSessionRow.id_hash == _hash_id(session_id)))).scalar_one_or_none()
     if row is None or row.expires_at <= time.time():
         return None
-    return DashboardSession(row.id_hash, row.kind, row.subject, row.csrf_token, row.expires_at)
+    return DashboardSession(row.id_hash, row.kind, row.subject, row.csrf_token, row.expires_at, row.created_at)
 
 
 async def end_session(sessionmaker: async_sessionmaker[AsyncSession], id_hash: str) -> None:

@@ -7,16 +7,26 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 from codexlb.db.store import AmbiguousAccount
-from codexlb.keys.limits import Limit, LimitError, check_unique, limit_from_dict, parse_duration, window_bounds
+from codexlb.keys.limits import (
+    METRICS,
+    WINDOWS,
+    Limit,
+    LimitError,
+    check_unique,
+    limit_from_dict,
+    parse_duration,
+    window_bounds,
+)
 from codexlb.keys.store import ApiKey, Counts, KeyStore
 from codexlb.keys.usage import metric_value
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@+-]{0,99}$")
 RESERVED_NAMES = frozenset({"usage"})
+UPDATE_FIELDS = frozenset({"limits", "models", "accounts"})
 FindAccount = Callable[[str], Awaitable[Any]]
 """``AccountStore.find``: an account (with ``id`` and ``label``) for an id, prefix, label or email, or None."""
 
@@ -89,9 +99,41 @@ async def create_key(store: KeyStore, find: FindAccount, name: Any, *, limits: S
     return await store.create(name, limits=parsed, models=model_list, accounts=account_ids, expires_at=expires_at)
 
 
+async def update_key(store: KeyStore, find: FindAccount, name: str, changes: Mapping[str, Any]) -> ApiKey:
+    """Change a key's ``limits``, ``models`` and/or ``accounts`` (the fields present in ``changes``).
+
+    ``models``/``accounts`` ``None`` allow every model/account. Its usage so far in each window
+    counts against new limits at once. :raises KeyInputError: :raises KeyNotFound:
+    """
+    unknown = set(changes) - UPDATE_FIELDS
+    if unknown:
+        raise KeyInputError(f"unknown field(s) {', '.join(sorted(unknown))} "
+                            f"(allowed: {', '.join(sorted(UPDATE_FIELDS))})")
+    key = await store.get(name)
+    limits = list(key.limits)
+    if "limits" in changes:
+        if not isinstance(changes["limits"], list | tuple):
+            raise KeyInputError("limits: expected a list such as [\"requests=500/day\"] ([] for none)")
+        limits = parse_limits(list(changes["limits"]))
+    models = parse_names(changes["models"], "models") if "models" in changes else key.models
+    accounts = (await resolve_accounts(parse_names(changes["accounts"], "accounts"), find)
+                if "accounts" in changes else key.accounts)
+    return await store.update(key.id, limits=limits, models=models, accounts=accounts)
+
+
+def window_usage(counts: Counts, resets_at: float) -> dict[str, Any]:
+    """Requests and tokens (input, cached, output, total) of one window, and when it resets."""
+    return {**{metric: metric_value(counts, metric) for metric in (*METRICS, "cached_tokens")},
+            "resets_at": resets_at}
+
+
 def key_summary(key: ApiKey, labels: dict[str, str] | None = None, counts: dict[str, Counts] | None = None,
                 now: float | None = None) -> dict[str, Any]:
-    """The public fields of a key (never the key or its hash); with ``counts``, usage against each limit."""
+    """The public fields of a key (never the key or its hash).
+
+    With ``counts`` (:meth:`KeyStore.current_counts`): ``windows``, the usage against each limit,
+    and ``usage``, requests and tokens in each current window.
+    """
     now = time.time() if now is None else now
     labels = labels or {}
     summary: dict[str, Any] = {
@@ -104,7 +146,10 @@ def key_summary(key: ApiKey, labels: dict[str, str] | None = None, counts: dict[
                      if key.accounts is not None else None),
     }
     if counts is not None:
+        bounds = {window: window_bounds(window, now) for window in WINDOWS}
         summary["windows"] = [{**limit.as_dict(), "used": metric_value(counts.get(limit.window, (0, 0, 0, 0)),
                                                                       limit.metric),
-                               "resets_at": window_bounds(limit.window, now)[1]} for limit in key.limits]
+                               "resets_at": bounds[limit.window][1]} for limit in key.limits]
+        summary["usage"] = {window: window_usage(counts.get(window, (0, 0, 0, 0)), bounds[window][1])
+                            for window in WINDOWS}
     return summary

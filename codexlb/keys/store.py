@@ -139,6 +139,22 @@ class KeyStore:
                                   .values(revoked_at=time.time()))
         return await self.get(key.id)
 
+    async def find_secret(self, secret: str) -> ApiKey | None:
+        """The stored key whose secret is ``secret`` (any state), or ``None``."""
+        async with self.sessionmaker() as session:
+            row = (await session.scalars(select(ApiKeyRow).where(ApiKeyRow.key_hash == hash_key(secret)))).first()
+        return None if row is None else _record(row)
+
+    async def update(self, name: str, *, limits: Iterable[Limit], models: Sequence[str] | None,
+                     accounts: Sequence[str] | None) -> ApiKey:
+        """Replace the key's limits and scope (``None``: any model or account). :raises KeyNotFound:"""
+        key = await self.get(name)
+        async with begin_write(self.sessionmaker) as session:
+            await session.execute(update(ApiKeyRow).where(ApiKeyRow.id == key.id).values(
+                limits=json.dumps([limit.as_dict() for limit in limits]), models=_json_list(models),
+                accounts=_json_list(accounts)))
+        return await self.get(key.id)
+
     async def rotate(self, name: str) -> tuple[ApiKey, str]:
         """Give the key a new secret (the old one stops working); limits and usage stay. :raises KeyNotFound:"""
         key = await self.get(name)
@@ -182,12 +198,23 @@ class KeyStore:
 
     async def current_counts(self, key_id: str, now: float | None = None) -> dict[str, Counts]:
         """``window -> totals`` of the key's windows that have not ended (for ``keys show``)."""
+        return (await self.all_current_counts(now, key_id)).get(key_id, {})
+
+    async def all_current_counts(self, now: float | None = None, key_id: str | None = None,
+                                 ) -> dict[str, dict[str, Counts]]:
+        """``key_id -> window -> totals`` of every key's current windows (one indexed read)."""
         now = time.time() if now is None else now
+        query = select(ApiKeyCounterRow).where(ApiKeyCounterRow.window_end > now,
+                                               ApiKeyCounterRow.window_start <= now)
+        if key_id is not None:
+            query = query.where(ApiKeyCounterRow.key_id == key_id)
         async with self.sessionmaker() as session:
-            rows = (await session.scalars(select(ApiKeyCounterRow).where(
-                ApiKeyCounterRow.key_id == key_id, ApiKeyCounterRow.window_end > now,
-                ApiKeyCounterRow.window_start <= now))).all()
-        return {row.window: (row.requests, row.input_tokens, row.cached_tokens, row.output_tokens) for row in rows}
+            rows = (await session.scalars(query)).all()
+        out: dict[str, dict[str, Counts]] = {}
+        for row in rows:
+            out.setdefault(row.key_id, {})[row.window] = (row.requests, row.input_tokens, row.cached_tokens,
+                                                          row.output_tokens)
+        return out
 
 
 async def stored_key_count(settings: Settings) -> int:

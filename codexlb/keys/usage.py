@@ -4,6 +4,9 @@ Each process keeps, per key and fixed window (:mod:`codexlb.keys.limits`), the t
 had written at its last sync plus its own counts since. :meth:`Counters.admit` checks and counts in
 one synchronous step (no ``await``), so concurrent requests on one process can never pass a
 request limit together: with 10 requests left, at most 10 of 50 concurrent requests are admitted.
+Every stored key is counted in all four windows, limited or not: the counters are the usage of
+every key (the dashboard's and ``keys show``'s), and a limit set later applies to what was
+already used in its window.
 
 Replicas add their counts to ``api_key_counters`` and read back the totals every sync interval.
 Overshoot bound: a replica only knows the others' counts as of its last sync, so within one window
@@ -21,7 +24,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from codexlb.keys.limits import Limit, window_bounds
+from codexlb.keys.limits import WINDOWS, Limit, window_bounds
 from codexlb.keys.store import COUNTS, ApiKey, Counts, KeyStore, WindowKey
 
 if TYPE_CHECKING:
@@ -54,6 +57,7 @@ class Counters:
         self.pending: dict[WindowKey, list[int]] = {}
         self.ends: dict[WindowKey, float] = {}
         self.last_used: dict[str, float] = {}
+        self._windows: dict[str, tuple[float, float]] = {}
 
     def used(self, key_id: str, window: str, start: float) -> list[int]:
         """Counts of one window as this process knows them."""
@@ -62,13 +66,15 @@ class Counters:
         return [b + p for b, p in zip(base, pending, strict=True)]
 
     def admit(self, key: ApiKey, now: float | None = None) -> Refusal | None:
-        """Check every limit and count the request in every limited window, or refuse; never awaits."""
+        """Check every limit, then count the request in every window (all four, limited or not), or refuse.
+
+        Never awaits. Static keys (``CODEX_LB_API_KEYS``) are not stored and have no limits: not counted.
+        """
         now = time.time() if now is None else now
-        if not key.id.startswith("static:"):
-            self.last_used[key.id] = now
-        if not key.limits:
+        if key.id.startswith("static:"):
             return None
-        bounds = {limit.window: window_bounds(limit.window, now) for limit in key.limits}
+        self.last_used[key.id] = now
+        bounds = self._bounds(now)
         for limit in key.limits:
             start, end = bounds[limit.window]
             used = metric_value(self.used(key.id, limit.window, start), limit.metric)
@@ -80,12 +86,19 @@ class Counters:
 
     def add_tokens(self, key: ApiKey, usage: TokenUsage, now: float | None = None) -> None:
         """Count a finished response's tokens in the key's current windows."""
-        now = time.time() if now is None else now
-        for window in {limit.window for limit in key.limits}:
-            slot = self._slot(key.id, window, *window_bounds(window, now))
+        if key.id.startswith("static:"):
+            return
+        for window, (start, end) in self._bounds(time.time() if now is None else now).items():
+            slot = self._slot(key.id, window, start, end)
             slot[INPUT] += usage.input
             slot[CACHED] += usage.cached
             slot[OUTPUT] += usage.output
+
+    def _bounds(self, now: float) -> dict[str, tuple[float, float]]:
+        """``window -> (start, end)`` of the windows holding ``now`` (recomputed only when one has moved on)."""
+        if any(not start <= now < end for start, end in self._windows.values()) or not self._windows:
+            self._windows = {window: window_bounds(window, now) for window in WINDOWS}
+        return self._windows
 
     def _slot(self, key_id: str, window: str, start: float, end: float) -> list[int]:
         slot = (key_id, window, start)

@@ -3,7 +3,9 @@
 - ``GET /api/keys``: every key (never the key itself).
 - ``POST /api/keys`` ``{"name", "limits"?: ["requests=500/day", ...], "models"?: [...],
   "accounts"?: [...], "expires"?: "30d"}``: 201 with the key in ``key`` (shown once).
-- ``GET /api/keys/<name>``: one key with its usage in each limited window.
+- ``GET /api/keys/<name>``: one key with its usage against each limit and in each window.
+- ``PATCH /api/keys/<name>`` ``{"limits"?: [...], "models"?: [...] | null, "accounts"?: [...] | null}``:
+  replace its limits or scope (``null``: any model or account).
 - ``POST /api/keys/<name>/revoke``, ``POST /api/keys/<name>/rotate`` (the new key in ``key``).
 - ``GET /api/keys/usage?since=7d&name=NAME``: requests, tokens, cached share, errors and last use
   per key and account, from the request log.
@@ -22,7 +24,7 @@ from quart import Blueprint, current_app, jsonify, request
 from codexlb.app import lb_of
 from codexlb.keys.limits import LimitError, parse_duration
 from codexlb.keys.report import usage_by_key
-from codexlb.keys.service import KeyInputError, create_key, key_summary
+from codexlb.keys.service import KeyInputError, create_key, key_summary, update_key
 from codexlb.keys.store import ApiKey, KeyExists, KeyNotFound, KeyStore
 from codexlb.web import json_error
 
@@ -55,9 +57,9 @@ def _store() -> KeyStore:
     return KeyStore(lb.sessionmaker)
 
 
-def _publish(key: ApiKey) -> None:
-    """Put a changed key into this process's key ring at once."""
-    plugin = _lb().pm.get_plugin("api_keys")
+def publish(lb: CodexLB, key: ApiKey) -> None:
+    """Put a changed key into this process's key ring at once (other processes see it at their next sync)."""
+    plugin = lb.pm.get_plugin("api_keys")
     ring = getattr(plugin, "ring", None)
     if ring is not None and ring.loaded:
         ring.put(key)
@@ -104,7 +106,7 @@ async def create() -> Any:
         raise KeysApiError(400, "invalid_request", str(exc)) from None
     except KeyExists as exc:
         raise KeysApiError(409, "api_key_exists", str(exc)) from None
-    _publish(key)
+    publish(_lb(), key)
     return jsonify({**key_summary(key, _labels()), "key": secret}), 201
 
 
@@ -127,11 +129,27 @@ async def show(name: str) -> Any:
     return jsonify(key_summary(key, _labels(), counts))
 
 
+@blueprint.patch("/<name>")
+async def change(name: str) -> Any:
+    body = await request.get_json(force=True, silent=True)
+    if not isinstance(body, dict) or not body:
+        raise KeysApiError(400, "invalid_json", "expected a JSON object with limits, models and/or accounts")
+    lb = _lb()
+    if lb.store is None:
+        raise KeysApiError(503, "not_ready", "the database is not open yet")
+    try:
+        key = await update_key(_store(), lb.store.find, (await _get(name)).id, body)
+    except KeyInputError as exc:
+        raise KeysApiError(400, "invalid_request", str(exc)) from None
+    publish(lb, key)
+    return jsonify(key_summary(key, _labels(), await _store().current_counts(key.id)))
+
+
 @blueprint.post("/<name>/revoke")
 async def revoke(name: str) -> Any:
     key = await _get(name)
     revoked = await _store().revoke(key.id)
-    _publish(revoked)
+    publish(_lb(), revoked)
     return jsonify(key_summary(revoked, _labels()))
 
 
@@ -139,5 +157,5 @@ async def revoke(name: str) -> Any:
 async def rotate(name: str) -> Any:
     key = await _get(name)
     rotated, secret = await _store().rotate(key.id)
-    _publish(rotated)
+    publish(_lb(), rotated)
     return jsonify({**key_summary(rotated, _labels()), "key": secret})

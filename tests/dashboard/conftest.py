@@ -16,10 +16,15 @@ import pytest
 
 from codexlb.db.dashboard_auth import set_password
 from codexlb.testing.harness import TEST_PLUGINS, ProxyHarness, proxy_server
+from codexlb.testing.secrets import register_secret
 
 PASSWORD = "correct horse battery"
 PIPELINE = (*TEST_PLUGINS, "log_db")
+KEYS_PIPELINE = ("firewall", "api_keys", *PIPELINE)
 CSRF_RE = re.compile(r'name="csrf_token" value="([^"]+)"')
+SECRET_RE = re.compile(r'<code class="secret" id="new-key">(sk-clb-[A-Za-z0-9_-]{43})</code>')
+REMOTE = {"x-forwarded-for": "203.0.113.9"}
+"""Makes a loopback test client look remote to the ``/api`` guard (as a browser elsewhere would)."""
 
 
 @pytest.fixture
@@ -34,6 +39,30 @@ async def secured(proxy: ProxyHarness) -> ProxyHarness:
     assert proxy.lb.sessionmaker is not None
     await set_password(proxy.lb.sessionmaker, PASSWORD)
     return proxy
+
+
+@pytest.fixture
+async def keyed(tmp_path: Path) -> AsyncIterator[ProxyHarness]:
+    """The proxy with the api_keys plugin (keys synced by hand) and a dashboard password."""
+    async with proxy_server(tmp_path, accounts=2, pipeline=KEYS_PIPELINE,
+                            plugin_options={"api_keys": {"sync_interval_seconds": 300}}) as harness:
+        assert harness.lb.sessionmaker is not None
+        await set_password(harness.lb.sessionmaker, PASSWORD)
+        yield harness
+
+
+def secret_of(html: str) -> str:
+    """The key a create or rotate page shows (registered, so the log checks look for it)."""
+    found = SECRET_RE.search(html)
+    assert found, "no key shown in the page"
+    register_secret(found.group(1))
+    return found.group(1)
+
+
+async def key_sign_in(client: httpx.AsyncClient, key: str) -> httpx.Response:
+    page = await client.get("/dashboard/my/login")
+    assert page.status_code == 200, page.text[:300]
+    return await client.post("/dashboard/my/login", data={"csrf_token": csrf_of(page.text), "api_key": key})
 
 
 def csrf_of(html: str) -> str:

@@ -4,7 +4,9 @@ Who may see it (checked before every view by :func:`guard`):
 
 - no password set (``codexlb dashboard set-password``): only this machine (loopback peer, no
   forwarding headers, a loopback ``Host``), and every page says how to set one;
-- a password set: a signed-in admin session; an API-key holder's session opens only "My usage".
+- a password set: a signed-in admin session; an API-key holder's session (signed in with the key
+  at ``/dashboard/my/login``) opens only "My usage", and ends when its key is revoked, rotated or
+  expires.
 
 Every ``POST`` carries the CSRF token of the session (form field or ``X-CSRF-Token``).
 """
@@ -18,7 +20,7 @@ from urllib.parse import quote
 from quart import Blueprint, Quart, current_app, g, redirect, render_template, request, url_for
 
 from codexlb.app import lb_of
-from codexlb.db.dashboard_auth import password_hash
+from codexlb.db.dashboard_auth import end_session, password_hash
 from codexlb.web.admin_guard import local_refusal
 from codexlb.web.dashboard import formatting
 from codexlb.web.dashboard.session import (
@@ -26,13 +28,16 @@ from codexlb.web.dashboard.session import (
     csrf_sent,
     current_session,
     install_auth,
+    live_key,
     local_csrf_token,
+    sign_out,
     tokens_match,
 )
 
 blueprint = Blueprint("dashboard", __name__, url_prefix="/dashboard", template_folder="templates",
                       static_folder="static", static_url_path="/static")
-LOGIN_ENDPOINTS = frozenset({"dashboard.login", "dashboard.login_post"})
+LOGIN_ENDPOINTS = frozenset({"dashboard.login", "dashboard.login_post", "dashboard.key_login",
+                             "dashboard.key_login_post"})
 KEY_ENDPOINTS = frozenset({"dashboard.my_usage", "dashboard.logout"})
 _CONTEXT = "codexlb_dashboard_viewer"
 
@@ -79,7 +84,13 @@ async def guard() -> Any:
         setattr(g, _CONTEXT, Viewer("local", await local_csrf_token()))
     elif endpoint not in LOGIN_ENDPOINTS:
         session = await current_session()
+        if session is not None and session.kind == "key" and await live_key(session) is None:
+            await end_session(lb.sessionmaker, session.id_hash)  # its key was revoked, rotated or expired
+            sign_out()
+            session = None
         if session is None:
+            if endpoint == "dashboard.my_usage" and request.method in SAFE_METHODS:
+                return redirect(url_for("dashboard.key_login"))
             if request.method in SAFE_METHODS:
                 return redirect(url_for("dashboard.login") + "?next=" + quote(request.full_path.rstrip("?")))
             return await page("message.html", 401, title="Signed out", message="Sign in again.")
@@ -99,7 +110,7 @@ def install(app: Quart) -> None:
     """Add the dashboard to ``app`` (unless ``CODEX_LB_DASHBOARD_ENABLED`` is off)."""
     if not lb_of(app).settings.dashboard_enabled:
         return
-    from codexlb.web.dashboard import accounts, login, pages, requests  # noqa: F401  (routes)
+    from codexlb.web.dashboard import accounts, keys, login, my_usage, pages, requests  # noqa: F401  (routes)
 
     install_auth(app)
     app.register_blueprint(blueprint)

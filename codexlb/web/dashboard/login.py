@@ -66,4 +66,4 @@ async def logout() -> Any:
     if who.session_id_hash is not None and lb.sessionmaker is not None:
         await end_session(lb.sessionmaker, who.session_id_hash)
     sign_out()
-    return redirect(url_for("dashboard.login"), 303)
+    return redirect(url_for("dashboard.key_login" if who.kind == "key" else "dashboard.login"), 303)

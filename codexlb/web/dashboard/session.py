@@ -24,16 +24,19 @@ from quart_auth import Action, AuthUser, QuartAuth, current_user
 from codexlb.app import lb_of
 from codexlb.db.dashboard_auth import cookie_secret, load_session
 from codexlb.forwarding import forwarded_for_chain, forwarded_proto, parse_node
+from codexlb.keys.store import KeyNotFound, KeyStore
 from codexlb.web import current_request
 
 if TYPE_CHECKING:
     from codexlb.db.dashboard_auth import DashboardSession
+    from codexlb.keys.store import ApiKey
 
 COOKIE_NAME = "codexlb_session"
 CSRF_HEADER = "x-csrf-token"
 CSRF_FIELD = "csrf_token"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 _SESSION = "codexlb_dashboard_session"
+_KEY = "codexlb_dashboard_key"
 _LOCAL_CSRF_CONTEXT = b"codexlb-dashboard-local-csrf"
 
 
@@ -111,6 +114,27 @@ async def current_session() -> DashboardSession | None:
             found = await load_session(lb.sessionmaker, auth_id)
     setattr(g, _SESSION, found)
     return found
+
+
+async def live_key(session: DashboardSession) -> ApiKey | None:
+    """The API key of a ``key`` session while it still opens "My usage", else ``None``.
+
+    A key that was revoked, expired, removed or rotated after the session began ends the session.
+    """
+    if _KEY in g:
+        return g.get(_KEY)
+    lb = lb_of(current_app)
+    key = None
+    if session.kind == "key" and session.subject and lb.sessionmaker is not None:
+        try:
+            key = await KeyStore(lb.sessionmaker).get(session.subject)
+        except KeyNotFound:
+            key = None
+        if key is not None and (key.id != session.subject or key.state() != "active"
+                                or (key.rotated_at is not None and key.rotated_at >= session.created_at)):
+            key = None
+    setattr(g, _KEY, key)
+    return key
 
 
 async def sign_in(session_id: str) -> None:

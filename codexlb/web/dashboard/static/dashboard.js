@@ -1,4 +1,4 @@
-// codexlb dashboard: live refresh of the Overview, login status polling, confirmations.
+// codexlb dashboard: live refresh of the Overview, login status polling, confirmations, copy buttons.
 // Every page works without this file; it only saves reloads.
 "use strict";
 
@@ -55,8 +55,25 @@ function confirmations() {
   });
 }
 
+function copyButtons() {
+  document.querySelectorAll("button[data-copy]").forEach((button) => {
+    const source = document.querySelector(button.dataset.copy);
+    if (!source || !navigator.clipboard) return;  // no clipboard (plain http elsewhere): select by hand
+    button.hidden = false;
+    button.addEventListener("click", async () => {
+      try {
+        await navigator.clipboard.writeText(source.textContent.trim());
+        button.textContent = "Copied";
+      } catch (err) {
+        button.textContent = "Select and copy it by hand";
+      }
+    });
+  });
+}
+
 document.addEventListener("DOMContentLoaded", () => {
   document.querySelectorAll(".live[data-live]").forEach(liveRefresh);
   pollLoginStatus();
   confirmations();
+  copyButtons();
 });
