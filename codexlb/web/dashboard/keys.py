@@ -86,7 +86,7 @@ async def keys() -> Any:
 
 
 @blueprint.post("/keys")
-async def create() -> Any:
+async def key_create() -> Any:
     form = await request.form
     changes = changes_of(form)
     lb = lb_of(current_app)
