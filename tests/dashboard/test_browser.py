@@ -17,6 +17,8 @@ import pytest
 from codexlb.db.dashboard_queries import LogFilter, request_page
 from codexlb.db.requestlog import insert_request_logs
 from codexlb.testing.harness import ProxyHarness
+from codexlb.testing.secrets import register_secret
+from plugins.api_keys import ApiKeys
 from tests.dashboard.conftest import PASSWORD
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -64,14 +66,14 @@ async def _logged(proxy: ProxyHarness, model: str, count: int) -> None:
     raise AssertionError(f"{count} {model} requests were never logged")
 
 
-async def test_dashboard_in_chromium(secured: ProxyHarness, chromium: Any) -> None:
+async def test_dashboard_in_chromium(keyed: ProxyHarness, chromium: Any) -> None:
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    await _seed_history(secured)
+    await _seed_history(keyed)
     for model, count in (("gpt-5", 3), ("gpt-5-codex", 2)):
         for _ in range(count):
-            answer = await secured.client.post("/v1/responses", json={"model": model, "input": "hello"})
+            answer = await keyed.client.post("/v1/responses", json={"model": model, "input": "hello"})
             assert answer.status_code == 200
-    await _logged(secured, "gpt-5-codex", 2)
+    await _logged(keyed, "gpt-5-codex", 2)
 
     problems: list[str] = []
     context = await chromium.new_context(viewport={"width": 1280, "height": 900})
@@ -81,11 +83,11 @@ async def test_dashboard_in_chromium(secured: ProxyHarness, chromium: Any) -> No
     page.on("pageerror", lambda exc: problems.append(f"page error: {exc}"))
 
     # sign in
-    await page.goto(f"{secured.url}/dashboard/")
+    await page.goto(f"{keyed.url}/dashboard/")
     assert "/dashboard/login" in page.url
     await page.fill("input[name=password]", PASSWORD)
     await page.click("button[type=submit]")
-    await page.wait_for_url(f"{secured.url}/dashboard/")
+    await page.wait_for_url(f"{keyed.url}/dashboard/")
 
     # the fake backend's accounts, and the live refresh replacing the status part
     rows = page.locator("table.accounts tbody tr")
@@ -101,7 +103,7 @@ async def test_dashboard_in_chromium(secured: ProxyHarness, chromium: Any) -> No
     await row.locator("button", has_text="Pause").click()
     await page.wait_for_url("**/dashboard/accounts?notice=*")
     assert (await page.locator("tr[data-account=acct1] .status").inner_text()) == "paused"
-    assert secured.lb.pool.all()[0].status.value == "paused"
+    assert keyed.lb.pool.all()[0].status.value == "paused"
     await page.screenshot(path=str(ARTIFACTS / "accounts.png"), full_page=True)
 
     # filter the request log
@@ -116,12 +118,57 @@ async def test_dashboard_in_chromium(secured: ProxyHarness, chromium: Any) -> No
     await page.wait_for_url("**/dashboard/requests/*")
     assert "Route reason" in await page.inner_text("main")
 
+    # create an API key and see it exactly once
+    await page.click("nav >> text=API keys")
+    await page.fill("#create-key input[name=name]", "browser-key")
+    await page.click("#create-key summary")
+    await page.fill("#create-key input[name=limit-requests-day]", "100")
+    await page.click("#create-key button[type=submit]")
+    await page.wait_for_selector("#new-key")
+    secret = (await page.inner_text("#new-key")).strip()
+    register_secret(secret)
+    assert secret.startswith("sk-clb-") and "only this once" in await page.inner_text("main")
+    await page.screenshot(path=str(ARTIFACTS / "key-created.png"), full_page=True)
+    await page.click("text=Done")
+    await page.wait_for_url("**/dashboard/keys/browser-key")
+    assert secret not in await page.content()
+    await page.click("nav >> text=API keys")
+    await page.wait_for_url("**/dashboard/keys")
+    assert secret not in await page.content() and await page.locator("tr[data-key=browser-key]").count() == 1
+    used = await keyed.client.post("/v1/responses", json={"model": "gpt-5", "input": "hi"},
+                                   headers={"authorization": f"Bearer {secret}"})
+    assert used.status_code == 200
+    plugin = keyed.lb.pm.get_plugin("api_keys")
+    assert isinstance(plugin, ApiKeys)
+    await plugin.sync()
+    await page.reload()
+    assert "1 / 100 requests per day" in await page.inner_text("tr[data-key=browser-key]")
+    await page.screenshot(path=str(ARTIFACTS / "keys.png"), full_page=True)
+
+    # the key's holder signs in with it and sees only their own usage
+    holder = await chromium.new_context(viewport={"width": 1280, "height": 900})
+    mine = await holder.new_page()
+    mine.on("console", lambda msg: problems.append(f"console {msg.type}: {msg.text}")
+            if msg.type in ("error", "warning") else None)
+    await mine.goto(f"{keyed.url}/dashboard/my")
+    assert "/dashboard/my/login" in mine.url
+    await mine.fill("input[name=api_key]", secret)
+    await mine.click("#key-login button[type=submit]")
+    await mine.wait_for_url(f"{keyed.url}/dashboard/my")
+    text = await mine.inner_text("main")
+    assert "browser-key" in text and "1 / 100 requests per day" in text and "Pool headroom" in text
+    assert "acct1" not in text and await mine.locator("nav a").all_inner_texts() == ["My usage"]
+    await mine.screenshot(path=str(ARTIFACTS / "my-usage.png"), full_page=True)
+    forbidden = await holder.request.get(f"{keyed.url}/dashboard/accounts", max_redirects=0)  # its cookie
+    assert forbidden.status == 403 and "acct1" not in await forbidden.text()
+    await holder.close()
+
     # every other page, without console errors
     for name in ("Settings", "Jobs"):
         await page.click(f"nav >> text={name}")
         await page.wait_for_load_state()
         await page.screenshot(path=str(ARTIFACTS / f"{name.lower()}.png"), full_page=True)
-    await page.goto(f"{secured.url}/dashboard/accounts/{secured.lb.pool.all()[1].id}")
+    await page.goto(f"{keyed.url}/dashboard/accounts/{keyed.lb.pool.all()[1].id}")
     assert "Recent requests" in await page.inner_text("main")
     await context.close()
 
@@ -130,15 +177,16 @@ async def test_dashboard_in_chromium(secured: ProxyHarness, chromium: Any) -> No
     narrow = await phone.new_page()
     narrow.on("console", lambda msg: problems.append(f"console {msg.type}: {msg.text}")
               if msg.type in ("error", "warning") else None)
-    await narrow.goto(f"{secured.url}/dashboard/login")
+    await narrow.goto(f"{keyed.url}/dashboard/login")
     await narrow.fill("input[name=password]", PASSWORD)
     await narrow.click("button[type=submit]")
-    await narrow.wait_for_url(f"{secured.url}/dashboard/")
-    for path in ("/dashboard/", "/dashboard/accounts", "/dashboard/requests"):
-        await narrow.goto(f"{secured.url}{path}")
+    await narrow.wait_for_url(f"{keyed.url}/dashboard/")
+    for path in ("/dashboard/", "/dashboard/accounts", "/dashboard/requests", "/dashboard/keys",
+                 "/dashboard/keys/browser-key"):
+        await narrow.goto(f"{keyed.url}{path}")
         width = await narrow.evaluate("document.documentElement.scrollWidth")
         assert width <= 375, f"{path} is {width} px wide on a 375 px screen"
-    await narrow.goto(f"{secured.url}/dashboard/")
+    await narrow.goto(f"{keyed.url}/dashboard/")
     await narrow.screenshot(path=str(ARTIFACTS / "overview-phone.png"), full_page=True)
     await phone.close()
 
