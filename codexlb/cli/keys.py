@@ -1,4 +1,4 @@
-"""``codexlb keys``: create, list, show, revoke, rotate and usage of client API keys.
+"""``codexlb keys``: create, list, show, set (limits and scope), revoke, rotate and usage of client API keys.
 
 Commands open the database themselves; a running server picks changes up within its sync
 interval (``[plugins.api_keys] sync_interval_seconds``). ``create`` and ``rotate`` print the key
@@ -23,7 +23,7 @@ from sqlalchemy.pool import NullPool
 from codexlb.accounts.views import ago
 from codexlb.keys.limits import LimitError, parse_duration
 from codexlb.keys.report import usage_by_key
-from codexlb.keys.service import KeyInputError, create_key, key_summary
+from codexlb.keys.service import KeyInputError, create_key, key_summary, update_key
 from codexlb.keys.store import KeyExists, KeyNotFound, KeyStore
 
 if TYPE_CHECKING:
@@ -35,9 +35,9 @@ SERVER_NOTE = "(a running codexlb server sees this within a few seconds)"
 
 def register(subparsers: Any) -> None:
     """Add ``keys ...`` to the main parser."""
-    parser = subparsers.add_parser("keys", help="client API keys: create, list, show, revoke, rotate, usage",
-                                   description="Create, list, show, revoke, rotate client API keys and show their "
-                                   "usage. Commands open the database themselves; a running server picks changes "
+    parser = subparsers.add_parser("keys", help="client API keys: create, list, show, set, revoke, rotate, usage",
+                                   description="Create, list, show, change, revoke, rotate client API keys and show "
+                                   "their usage. Commands open the database themselves; a running server picks changes "
                                    "up within its sync interval ([plugins.api_keys] sync_interval_seconds). create "
                                    "and rotate print the key once: it is never stored, only its hash.")
     cmds = parser.add_subparsers(dest="keys_command", metavar="COMMAND", required=True)
@@ -58,10 +58,25 @@ def register(subparsers: Any) -> None:
     lst.add_argument("--json", action="store_true")
     lst.set_defaults(func=_command(_list))
 
-    show = cmds.add_parser("show", help="one key with its usage in each limited window")
+    show = cmds.add_parser("show", help="one key with its usage in each window and against each limit")
     show.add_argument("name", metavar="NAME")
     show.add_argument("--json", action="store_true")
     show.set_defaults(func=_command(_show))
+
+    change = cmds.add_parser("set", help="change a key's limits, models or accounts (its usage so far counts)")
+    change.add_argument("name", metavar="NAME")
+    limits = change.add_mutually_exclusive_group()
+    limits.add_argument("--limit", action="append", metavar="METRIC=N/WINDOW",
+                        help="the key's limits from now on, replacing all it had (repeatable)")
+    limits.add_argument("--no-limits", action="store_true", help="remove every limit")
+    models = change.add_mutually_exclusive_group()
+    models.add_argument("--models", metavar="M1,M2", help="the models the key may use")
+    models.add_argument("--any-model", action="store_true", help="allow every model")
+    scope = change.add_mutually_exclusive_group()
+    scope.add_argument("--accounts", metavar="A1,A2", help="the accounts (label, email or id) the key may use")
+    scope.add_argument("--any-account", action="store_true", help="allow every account")
+    change.add_argument("--json", action="store_true")
+    change.set_defaults(func=_command(_set))
 
     revoke = cmds.add_parser("revoke", help="stop a key from working (it stays listed)")
     revoke.add_argument("name", metavar="NAME")
@@ -189,6 +204,33 @@ async def _show(args: argparse.Namespace, settings: Settings) -> int:
     for window in summary["windows"]:
         _out(f"  {window['metric']} per {window['window']}: {window['used']} of {window['max']} "
              f"(resets {_when(window['resets_at'])})")
+    _out("usage:")
+    for window, used in summary["usage"].items():
+        _out(f"  this {window}: {used['requests']} requests, {used['input_tokens']} input tokens "
+             f"({used['cached_tokens']} cached), {used['output_tokens']} output tokens "
+             f"(resets {_when(used['resets_at'])})")
+    return 0
+
+
+async def _set(args: argparse.Namespace, settings: Settings) -> int:
+    changes: dict[str, Any] = {}
+    if args.limit or args.no_limits:
+        changes["limits"] = args.limit or []
+    if args.models or args.any_model:
+        changes["models"] = args.models or None
+    if args.accounts or args.any_account:
+        changes["accounts"] = args.accounts or None
+    if not changes:
+        raise CommandFailed("nothing to change: give --limit, --no-limits, --models, --any-model, --accounts "
+                            "or --any-account")
+    async with open_stores(settings) as (keys, accounts):
+        key = await update_key(keys, accounts.find, args.name, changes)
+        summary = key_summary(key, await _labels(accounts), await keys.current_counts(key.id))
+    if args.json:
+        _out(json.dumps(summary, indent=2))
+    else:
+        _, _, _, limits, models, accounts_text, _, _ = _describe(summary)
+        _out(f"API key {key.name!r}: limits {limits}; models {models}; accounts {accounts_text} {SERVER_NOTE}")
     return 0
 
 

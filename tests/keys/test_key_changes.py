@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from codexlb.keys.usage import Counters
 from codexlb.testing.harness import proxy_server
 from codexlb.types import TokenUsage
 from tests.keys.conftest import BODY, PATH, PIPELINE, SLOW_SYNC, bearer, make_key, plugin
+from tests.keys.test_cli import run
 
 NOON = datetime(2026, 3, 4, 12, 0, tzinfo=UTC).timestamp()
 
@@ -85,3 +87,26 @@ async def test_patch_rejects_bad_input(tmp_path: Path, body: object, status: int
         assert (await proxy.client.get("/api/keys/alice")).json()["limits"][0]["max"] == 9
         missing = await proxy.client.patch("/api/keys/nobody", json={"limits": []})
         assert missing.status_code == 404 and missing.json()["error"]["code"] == "api_key_not_found"
+
+
+async def test_cli_set_changes_a_running_servers_key(tmp_path: Path) -> None:
+    async with proxy_server(tmp_path, pipeline=PIPELINE, accounts=2, plugin_options=SLOW_SYNC) as proxy:
+        key = await make_key(proxy, "bob", models=["gpt-5-codex"])
+        assert (await proxy.client.post(PATH, json={**BODY, "model": "gpt-5-codex"},
+                                        headers=bearer(key))).status_code == 200
+        done = await run(tmp_path, "keys", "set", "bob", "--limit", "requests=1/day", "--any-model", "--json")
+        assert done.returncode == 0, done.stderr
+        data = json.loads(done.stdout)
+        assert data["limits"] == [{"metric": "requests", "window": "day", "max": 1}] and data["models"] is None
+        await plugin(proxy).sync()  # what the running proxy does every sync interval
+        assert (await proxy.client.post(PATH, json=BODY, headers=bearer(key))).status_code == 429
+        shown = await run(tmp_path, "keys", "show", "bob")
+        assert "requests per day: 1 of 1" in shown.stdout and "this day: 1 requests" in shown.stdout
+        nothing = await run(tmp_path, "keys", "set", "bob")
+        assert nothing.returncode == 1 and "nothing to change" in nothing.stderr
+        both = await run(tmp_path, "keys", "set", "bob", "--no-limits", "--limit", "requests=2/day")
+        assert both.returncode == 2 and "not allowed with" in both.stderr
+        cleared = await run(tmp_path, "keys", "set", "bob", "--no-limits")
+        assert cleared.returncode == 0 and "limits -" in cleared.stdout
+        await plugin(proxy).sync()
+        assert (await proxy.client.post(PATH, json=BODY, headers=bearer(key))).status_code == 200
