@@ -55,15 +55,18 @@ class Counters:
     def __init__(self) -> None:
         self.base: dict[WindowKey, Counts] = {}
         self.pending: dict[WindowKey, list[int]] = {}
+        self.flushing: dict[WindowKey, Counts] = {}
+        """Counts a sync is writing right now: still this process's until the totals that hold them are read."""
         self.ends: dict[WindowKey, float] = {}
         self.last_used: dict[str, float] = {}
         self._windows: dict[str, tuple[float, float]] = {}
 
     def used(self, key_id: str, window: str, start: float) -> list[int]:
-        """Counts of one window as this process knows them."""
+        """Counts of one window as this process knows them (the last totals, what is being written, and since)."""
         slot = (key_id, window, start)
         base, pending = self.base.get(slot, (0, 0, 0, 0)), self.pending.get(slot, [0, 0, 0, 0])
-        return [b + p for b, p in zip(base, pending, strict=True)]
+        flushing = self.flushing.get(slot, (0, 0, 0, 0))
+        return [b + f + p for b, f, p in zip(base, flushing, pending, strict=True)]
 
     def admit(self, key: ApiKey, now: float | None = None) -> Refusal | None:
         """Check every limit, then count the request in every window (all four, limited or not), or refuse.
@@ -108,15 +111,18 @@ class Counters:
     async def sync(self, store: KeyStore, key_ids: Iterable[str], now: float | None = None) -> None:
         """Write this process's counts and last-used times; take every replica's totals as the new base.
 
-        On failure the counts stay pending and are written by the next sync.
+        While the database answers, the counts being written still count for admission here (in
+        :attr:`flushing`); on failure they go back to pending and are written by the next sync.
         """
         now = time.time() if now is None else now
         deltas = {slot: (self.ends[slot], (c[0], c[1], c[2], c[3])) for slot, c in self.pending.items() if any(c)}
         last_used = self.last_used
+        self.flushing = {slot: counts for slot, (_, counts) in deltas.items()}
         self.pending, self.last_used = {}, {}
         try:
             totals = await store.sync_counters(deltas, last_used, key_ids, now)
         except BaseException:
+            self.flushing = {}
             for slot, (_, counts) in deltas.items():
                 mine = self.pending.setdefault(slot, [0, 0, 0, 0])
                 for i, value in enumerate(counts):
@@ -124,6 +130,6 @@ class Counters:
             for key_id, used in last_used.items():
                 self.last_used[key_id] = max(used, self.last_used.get(key_id, 0.0))
             raise
-        self.base = totals
+        self.base, self.flushing = totals, {}
         live = set(totals) | set(self.pending)
         self.ends = {slot: end for slot, end in self.ends.items() if slot in live or end > now}

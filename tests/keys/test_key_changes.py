@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -35,6 +38,40 @@ def test_every_window_of_every_stored_key_is_counted() -> None:
     refusal = counters.admit(limited, NOON)  # a limit set later sees what was used before it
     assert refusal is not None and refusal.used == 3
     assert counters.admit(limited, window_bounds("day", NOON)[1]) is None  # the next day starts again
+
+
+class GatedStore:
+    """A key store whose ``sync_counters`` waits for the test (or fails), to look inside a sync."""
+
+    def __init__(self, fail: bool = False) -> None:
+        self.entered, self.gate, self.fail = asyncio.Event(), asyncio.Event(), fail
+
+    async def sync_counters(self, deltas: dict[Any, Any], last_used: object, key_ids: object,
+                            now: float) -> dict[Any, Any]:
+        self.entered.set()
+        await self.gate.wait()
+        if self.fail:
+            raise OSError("database gone")
+        return {slot: counts for slot, (_, counts) in deltas.items()}
+
+
+@pytest.mark.parametrize("fail", [False, True])
+async def test_counts_being_written_still_count_for_admission(fail: bool) -> None:
+    counters = Counters()
+    key = ApiKey(id="k1", name="alice", key_hash="h", key_prefix="sk-clb-abcd",
+                 limits=(parse_limit("requests=2/day"),))
+    assert counters.admit(key, NOON) is None and counters.admit(key, NOON) is None
+    store = GatedStore(fail)
+    sync = asyncio.create_task(counters.sync(store, ["k1"], NOON))  # type: ignore[arg-type]
+    await store.entered.wait()
+    during = counters.admit(key, NOON)  # while the two are on their way to the database
+    assert during is not None and during.used == 2
+    store.gate.set()
+    with contextlib.suppress(OSError):
+        await sync
+    after = counters.admit(key, NOON)  # in the totals read back, or pending again after a failure
+    assert after is not None and after.used == 2
+    assert counters.used("k1", "day", window_bounds("day", NOON)[0])[0] == 2
 
 
 async def test_patch_changes_limits_and_scope_and_counts_what_was_used(tmp_path: Path) -> None:
