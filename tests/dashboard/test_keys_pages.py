@@ -160,3 +160,15 @@ async def test_key_forms_refuse_a_missing_csrf_token(keyed: ProxyHarness) -> Non
         shown = (await client.get("/api/keys/gina", headers=REMOTE)).json()
         assert shown["state"] == "active" and shown["limits"] == [] and shown["rotated_at"] is None
         assert "henry" not in (await client.get("/dashboard/keys")).text
+
+
+async def test_the_page_says_when_keys_are_not_checked(secured: ProxyHarness) -> None:
+    async with browser(secured) as client:
+        await sign_in(client)
+        page = await client.get("/dashboard/keys")
+        assert page.status_code == 200 and 'id="keys-unchecked"' in page.text
+
+
+async def test_the_page_is_quiet_when_keys_are_checked(keyed: ProxyHarness) -> None:
+    async with admin(keyed) as (client, _):
+        assert 'id="keys-unchecked"' not in (await client.get("/dashboard/keys")).text

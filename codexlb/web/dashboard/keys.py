@@ -71,8 +71,9 @@ async def _list(status: int = 200, **values: Any) -> Any:
     counts, labels = await store.all_current_counts(now), _labels()
     keys = [key_summary(key, labels, counts.get(key.id, {}), now) for key in await store.list()]
     values.setdefault("form", {"grid": {}, "models": "", "scope": set(), "name": "", "expires": ""})
+    checked = lb_of(current_app).pm.get_plugin("api_keys") is not None
     return await page("keys.html", status, keys=keys, accounts=_accounts(), now=now, metrics=METRIC_NAMES,
-                      windows=WINDOW_NAMES, **values)
+                      windows=WINDOW_NAMES, checked=checked, **values)
 
 
 async def _secret(key: ApiKey, secret: str, verb: str) -> Any:
