@@ -112,7 +112,8 @@ class ApiKeys:
         async with self._lock:
             keys = await self.store.list()
             self.ring.load(keys)
-            await self.counters.sync(self.store, [k.id for k in keys])
+            now = time.time()
+            await self.counters.sync(self.store, [k.id for k in keys if k.state(now) == "active"], now)
 
     async def _run(self) -> None:
         while True:
