@@ -44,16 +44,15 @@ from bench.matrix_workload import (
     short_budget,
 )
 from bench.sim_upstream import SimUpstream
-from codexlb import hookimpl, ratelimits
+from codexlb import hookimpl
 from codexlb.app import CodexLB
 from codexlb.flow import Flow, ProxyResponse
 from codexlb.jobs.usage import apply_usage
-from codexlb.pool import STATUS
+from codexlb.pool import STATUS, Credentials
 from codexlb.testing import make_flow
 from codexlb.testing.fake_sse import frame, usage_block
 from codexlb.testing.harness import make_settings
 from codexlb.types import Account, AccountStatus
-from codexlb.upstream_errors import classify
 
 STRATEGIES = ("select_sticky", "select_least_used", "select_round_robin")
 EPOCH = 1_750_000_000.0
@@ -122,7 +121,7 @@ def build_sim(clock: Clock, scenario: Scenario, budget: float) -> tuple[SimUpstr
 
 
 class SimSend:
-    """``send_upstream`` answered by the model: headers applied as the upstream plugin does."""
+    """``send_upstream`` answered by the model; the core applies its headers and classifies failures."""
 
     def __init__(self, state: ArmState) -> None:
         self.state = state
@@ -132,19 +131,15 @@ class SimSend:
         sim = self.state.sim
         fake = sim.accounts[account.chatgpt_account_id or ""]
         if fake.chatgpt_account_id in self.state.revoked:
-            raise classify(401, {}, b'{"error": {"message": "token revoked", "code": "token_revoked"}}')
-        headers = {k.lower(): v for k, v in fake.rate_limit_headers()}
-        ratelimits.apply_headers(account, headers)
+            return ProxyResponse(401, [], b'{"error": {"message": "token revoked", "code": "token_revoked"}}')
         if fake.limit_reached() is not None:
             at = int(sim.usable_at(fake.chatgpt_account_id))
             body = {"error": {"type": "usage_limit_reached", "message": "limit", "resets_at": at,
                               "resets_in_seconds": max(0, at - int(sim.clock()))}}
-            raise classify(429, headers, json.dumps(body).encode())  # type: ignore[misc]
+            return ProxyResponse(429, list(fake.rate_limit_headers()), json.dumps(body).encode())
         payload = flow.request.payload or {}
         tokens, output = int(payload["sim_tokens"]), int(payload["sim_output"])
         cached, _ = sim.charge_turn(fake, payload.get("prompt_cache_key"), tokens, output)
-        headers = {k.lower(): v for k, v in fake.rate_limit_headers()}
-        ratelimits.apply_headers(account, headers)
         completed = {"type": "response.completed", "response": {"id": "r", "status": "completed",
                                                                  "usage": usage_block(tokens, cached, output, 0)}}
         frames = [frame(fake.rate_limits_event()), frame(completed)]
@@ -153,7 +148,8 @@ class SimSend:
             for chunk in frames:
                 yield chunk
 
-        return ProxyResponse(200, [("content-type", "text/event-stream")], stream())
+        headers = [("content-type", "text/event-stream"), *fake.rate_limit_headers()]
+        return ProxyResponse(200, headers, stream())
 
 
 def true_earliest_reset(state: ArmState) -> float:
@@ -247,7 +243,7 @@ class ProxyArm:
         self.poll_interval = float(settings.usage_refresh_interval_seconds)
         self.app.tokens.refresh = self._refresh  # type: ignore[method-assign]
 
-    async def _refresh(self, account: Account, *, force: bool = False) -> bool:
+    async def _refresh(self, account: Account, *, force: bool = False, failed: str | None = None) -> bool:
         """What a refresh does for a revoked account: ``invalid_grant``, so re-login is required."""
         if account.chatgpt_account_id in self.state.revoked:
             self.app.pool.set_status(account, AccountStatus.REAUTH_REQUIRED, "refresh token revoked")
@@ -257,6 +253,7 @@ class ProxyArm:
         fake = self.state.sim.accounts[account_id]
         self.app.pool.accounts[account_id] = Account(id=account_id, label=fake.email, plan_type=fake.plan_type,
                                                      chatgpt_account_id=account_id)
+        self.app.pool.credentials[account_id] = Credentials(f"sim-token-{account_id}")
 
     def poll(self) -> None:
         """The usage job: ``/wham/usage`` for every active or limited account."""

@@ -15,16 +15,16 @@ from codexlb.errors import (
     UnsupportedEncoding,
     UpstreamError,
 )
-from codexlb.flow import Attempt, Flow, ProxyRequest, ProxyResponse, Stash, StashKey
+from codexlb.flow import Attempt, Flow, ProxyRequest, ProxyResponse, Route, Stash, StashKey
 from codexlb.hookspecs import hookimpl
 from codexlb.options import PluginOptions
-from codexlb.types import Account, AccountStatus, TokenUsage, UsageWindow
+from codexlb.types import Account, AccountStatus, AppView, TokenUsage, UsageWindow
 
 __version__ = "0.1.0"
 __all__ = [
-    "Account", "AccountStatus", "Attempt", "BadRequest", "CodexLBError", "ConfigError", "Flow",
+    "Account", "AccountStatus", "AppView", "Attempt", "BadRequest", "CodexLBError", "ConfigError", "Flow",
     "FlowError", "NoAccountAvailable", "PayloadTooLarge", "PluginError", "PluginOptions", "PoolExhausted",
-    "ProxyRequest", "ProxyResponse", "Stash", "StashKey", "TokenUsage", "UnsupportedEncoding",
+    "ProxyRequest", "ProxyResponse", "Route", "Stash", "StashKey", "TokenUsage", "UnsupportedEncoding",
     "UpstreamError", "UsageWindow", "hookimpl", "create_app", "load_settings",
 ]
 

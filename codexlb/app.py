@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
     from codexlb.db.crypto import TokenCipher
+    from codexlb.db.migrate import MigrationReport
     from codexlb.db.store import AccountStore
 
 log = logging.getLogger("codexlb")
@@ -44,7 +45,7 @@ class CodexLB:
         self.hooks.configure(settings)
         self.pool = AccountPool()
         self.tokens = TokenManager(self)
-        self.pipeline = Pipeline(self)
+        self.pipeline = Pipeline(self, self.hooks)
         self.tasks = TaskSet()
         self.websockets = Connections()
         """Open WebSocket sessions (drained on SIGTERM)."""
@@ -54,7 +55,7 @@ class CodexLB:
         self.store: AccountStore | None = None
         self.readiness: dict[str, str] = {"database": "not started", "migrations": "not started"}
         self.started = False
-        self.migration_report: Any = None
+        self.migration_report: MigrationReport | None = None
         self.quart: Quart | None = None
         # -- background jobs (issue 6): model list cache and the job scheduler ------------------
         self.models = ModelRegistry(self)

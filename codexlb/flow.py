@@ -129,6 +129,40 @@ class ProxyResponse:
         return cls.json(exc.status, exc.body(), exc.headers.items())
 
 
+FALLBACK_PREFIX = "fallback-after-"
+RETRY_AFTER_401 = "retry-after-401"
+RETRY_PREFIXES = (FALLBACK_PREFIX, "retry-after-")
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """How a flow's account was chosen: the strategy and its reason, shown as ``strategy:reason``."""
+
+    strategy: str
+    reason: str
+    detail: str = ""
+    """Words after the reason, e.g. ``from=1a2b3c4d to=5e6f7a8b`` when a conversation moved."""
+
+    @property
+    def retrying(self) -> bool:
+        """The reason is the core's, for a retry of this flow (``fallback-after-429``, ``retry-after-401``)."""
+        return self.reason.startswith(RETRY_PREFIXES)
+
+    @property
+    def fallback_after(self) -> str | None:
+        """What the flow fell over from (an upstream status or error code), or ``None``."""
+        return self.reason[len(FALLBACK_PREFIX):] if self.reason.startswith(FALLBACK_PREFIX) else None
+
+    def __str__(self) -> str:
+        text = f"{self.strategy}:{self.reason}"
+        return f"{text} {self.detail}" if self.detail else text
+
+
+def fallback_reason(cause: str | int) -> str:
+    """The core's route reason after a failed attempt: ``fallback-after-<status or code>``."""
+    return f"{FALLBACK_PREFIX}{cause}"
+
+
 @dataclass(eq=False)
 class Attempt:
     """One try of one account for this flow."""
@@ -152,8 +186,8 @@ class Flow:
     """Set by a plugin to answer now; later request stages are skipped."""
     error: FlowError | None = None
     """Why the flow failed, when it did."""
-    route: str = ""
-    """``strategy:reason`` of the selection, e.g. ``sticky:hit``."""
+    route: Route | None = None
+    """How the account was chosen (``sticky:hit``); set with :meth:`set_route`."""
     upstream_method: str = "POST"
     upstream_path: str = "/codex/responses"
     """Path under ``UPSTREAM_BASE_URL`` that the upstream plugin calls."""
@@ -171,9 +205,9 @@ class Flow:
     api_key_name: str | None = None
     """That key's name (``CODEX_LB_API_KEYS`` for static keys); never the key itself."""
     account_scope: frozenset[str] | None = None
+    """Ids of the accounts this flow may be routed to (set by admission; ``None``: any account)."""
     handshake: Flow | None = field(default=None, repr=False)
     """For a WebSocket turn: the admitted handshake of its connection (what the client presented there)."""
-    """Ids of the accounts this flow may be routed to (set by admission; ``None``: any account)."""
     _key_hash: tuple[str, str | None] | None = field(default=None, repr=False)
 
     @property
@@ -185,6 +219,17 @@ class Flow:
         if self._key_hash is None or self._key_hash[0] != key:
             self._key_hash = (key, session_key_hash(key))
         return self._key_hash[1]
+
+    def set_route(self, strategy: str, reason: str, detail: str = "") -> None:
+        """Record how this flow is routed; the one way to change :attr:`route`.
+
+        On a retry the core's reason (``fallback-after-429``, ``retry-after-401``) stays, so a strategy
+        choosing again names itself without hiding why the flow is retried. A new retry reason replaces it.
+        """
+        current = self.route
+        if current is not None and current.retrying and not reason.startswith(RETRY_PREFIXES):
+            reason = current.reason
+        self.route = Route(strategy, reason, detail)
 
     def reject(self, status: int, code: str, message: str, **extra: Any) -> None:
         """Answer the client now with an OpenAI-shaped error (an outcome, not an exception)."""

@@ -19,11 +19,10 @@ import pluggy
 if TYPE_CHECKING:
     from quart import Blueprint
 
-    from codexlb.app import CodexLB
     from codexlb.errors import FlowError
     from codexlb.flow import Flow, ProxyResponse
     from codexlb.settings import Settings
-    from codexlb.types import Account
+    from codexlb.types import Account, AppView
 
 log = logging.getLogger("codexlb.hooks")
 Impl = tuple[str, Callable[..., Any], tuple[str, ...]]
@@ -37,7 +36,7 @@ def _impls(pm: pluggy.PluginManager, name: str) -> list[Impl]:
 class Hooks:
     """One typed method per hook; call sites never see pluggy."""
 
-    def __init__(self, pm: pluggy.PluginManager, app: CodexLB | None = None) -> None:
+    def __init__(self, pm: pluggy.PluginManager, app: AppView | None = None) -> None:
         self.pm, self.app = pm, app
         self.trace = bool(app is not None and app.settings.trace_hooks)
         names = [n for n in dir(pm.hook) if not n.startswith("_")]
@@ -121,8 +120,8 @@ class Hooks:
     async def select_account(self, flow: Flow, candidates: Sequence[Account]) -> Account | None:
         return await self._first("select_account", flow=flow, candidates=candidates, app=self.app)
 
-    async def send_upstream(self, flow: Flow, account: Account) -> ProxyResponse | None:
-        return await self._first("send_upstream", flow=flow, account=account, app=self.app)
+    async def send_upstream(self, flow: Flow, account: Account, token: str) -> ProxyResponse | None:
+        return await self._first("send_upstream", flow=flow, account=account, token=token, app=self.app)
 
     async def account_failed(self, flow: Flow, account: Account, error: FlowError) -> None:
         await self._observe("account_failed", flow=flow, account=account, error=error, app=self.app)

@@ -15,11 +15,10 @@ import pluggy
 if TYPE_CHECKING:
     from quart import Blueprint
 
-    from codexlb.app import CodexLB
     from codexlb.errors import FlowError
     from codexlb.flow import Flow, ProxyResponse
     from codexlb.settings import Settings
-    from codexlb.types import Account
+    from codexlb.types import Account, AppView
 
 PROJECT = "codexlb"
 hookspec = pluggy.HookspecMarker(PROJECT)
@@ -48,7 +47,7 @@ def configure(config: Mapping[str, Any], settings: Settings) -> None:
 
 
 @hookspec
-def register_routes(app: CodexLB) -> Blueprint | list[Blueprint] | None:
+def register_routes(app: AppView) -> Blueprint | list[Blueprint] | None:
     """Contribute Quart blueprints (admin pages, extra APIs), collected before serving.
 
     Example::
@@ -67,7 +66,7 @@ def register_routes(app: CodexLB) -> Blueprint | list[Blueprint] | None:
 
 
 @hookspec
-async def startup(app: CodexLB) -> None:
+async def startup(app: AppView) -> None:
     """Open resources (clients, tasks) after the database is ready and before serving.
 
     Called for every plugin in order; an exception aborts start-up.
@@ -83,7 +82,7 @@ async def startup(app: CodexLB) -> None:
 
 
 @hookspec
-async def shutdown(app: CodexLB) -> None:
+async def shutdown(app: AppView) -> None:
     """Release resources; called in reverse order. Errors are logged and swallowed.
 
     Example::
@@ -100,7 +99,7 @@ async def shutdown(app: CodexLB) -> None:
 
 
 @hookspec
-async def admit_request(flow: Flow, app: CodexLB) -> None:
+async def admit_request(flow: Flow, app: AppView) -> None:
     """Decide whether a request may enter, before its body is read.
 
     Set ``flow.request.client_ip``; call ``flow.reject(...)`` to refuse. Stops at the first plugin
@@ -129,7 +128,7 @@ async def admit_request(flow: Flow, app: CodexLB) -> None:
 
 
 @hookspec
-async def decode_request(flow: Flow, app: CodexLB) -> None:
+async def decode_request(flow: Flow, app: AppView) -> None:
     """Decode the raw body (``flow.request.body``), e.g. undo ``Content-Encoding``.
 
     Runs after the body is read and before it is parsed as JSON. Stops when
@@ -147,7 +146,7 @@ async def decode_request(flow: Flow, app: CodexLB) -> None:
 
 
 @hookspec
-async def transform_request(flow: Flow, app: CodexLB) -> None:
+async def transform_request(flow: Flow, app: AppView) -> None:
     """Change the parsed payload (``flow.request.payload``) before routing.
 
     Call ``flow.request.set_payload(...)`` or set ``payload_modified`` after changing it in
@@ -168,14 +167,15 @@ async def transform_request(flow: Flow, app: CodexLB) -> None:
 
 
 @hookspec(firstresult=True)
-async def select_account(flow: Flow, candidates: Sequence[Account], app: CodexLB) -> Account | None:
+async def select_account(flow: Flow, candidates: Sequence[Account], app: AppView) -> Account | None:
     """Choose the account that serves ``flow``.
 
     :param candidates: usable accounts, minus those already tried for this flow.
     :returns: an account from ``candidates``, or ``None`` to let the next strategy decide.
 
     Stops at first non-None result. Strategies are asked in ``[pipeline].plugins`` order.
-    Set ``flow.route`` to ``"<strategy>:<reason>"`` when choosing.
+    Call ``flow.set_route(strategy, reason)`` when choosing (shown as ``strategy:reason`` in the
+    ``x-codexlb-route`` header and the request log); on a retry the core's reason is kept.
 
     Example::
 
@@ -183,7 +183,7 @@ async def select_account(flow: Flow, candidates: Sequence[Account], app: CodexLB
         async def select_account(flow, candidates, app):
             pro = [a for a in candidates if a.plan_type == "pro"]
             if pro:
-                flow.route = "pro_first:pro"
+                flow.set_route("pro_first", "pro")
                 return pro[0]
             return None
 
@@ -192,18 +192,25 @@ async def select_account(flow: Flow, candidates: Sequence[Account], app: CodexLB
 
 
 @hookspec(firstresult=True)
-async def send_upstream(flow: Flow, account: Account, app: CodexLB) -> ProxyResponse | None:
-    """Send the flow to the upstream as ``account`` and return the response head and stream.
+async def send_upstream(flow: Flow, account: Account, token: str, app: AppView) -> ProxyResponse | None:
+    """Send the flow to the upstream as ``account`` and return the upstream's answer as it is.
 
-    :returns: a :class:`ProxyResponse` whose body streams the upstream bytes, or ``None``.
-    :raises codexlb.UpstreamError: the attempt failed; ``retryable`` allows failover.
+    :param token: the account's access token for this attempt (the core fetched it; after a 401
+        the core refreshes exactly this token and tries again).
+    :returns: a :class:`ProxyResponse`: the status and headers as received (names in any case),
+        the body as bytes when the status is not 200 (read with a bound), and a byte stream for a
+        streamed answer; or ``None`` to let the next plugin send it.
+    :raises codexlb.UpstreamError: the transport failed before an answer; build it with
+        ``codexlb.upstream_errors`` (``unreachable``, ``upstream_timeout``, ...).
 
-    Stops at first non-None result.
+    Stops at first non-None result. The core does the rest around this hook: it applies the
+    ``x-codex-*`` rate-limit headers to the account, classifies a failed answer (which ones fail
+    over, cool the account down, or go to the client) and reads the stream's first event.
 
     Example::
 
         @hookimpl(tryfirst=True)
-        async def send_upstream(flow, account, app):
+        async def send_upstream(flow, account, token, app):
             if flow.request.endpoint == "codex_models":
                 return ProxyResponse(200, [("content-type", "application/json")], b'{"models": []}')
             return None
@@ -213,7 +220,7 @@ async def send_upstream(flow: Flow, account: Account, app: CodexLB) -> ProxyResp
 
 
 @hookspec
-async def account_failed(flow: Flow, account: Account, error: FlowError, app: CodexLB) -> None:
+async def account_failed(flow: Flow, account: Account, error: FlowError, app: AppView) -> None:
     """Observe a failed attempt (after the core applied cooldowns). Errors are logged.
 
     Example::
@@ -231,7 +238,7 @@ async def account_failed(flow: Flow, account: Account, error: FlowError, app: Co
 
 @hookspec
 def wrap_response_stream(flow: Flow, stream: AsyncIterator[bytes],
-                         app: CodexLB) -> AsyncIterator[bytes] | None:
+                         app: AppView) -> AsyncIterator[bytes] | None:
     """Return a new byte stream that wraps ``stream`` (or ``None`` to leave it).
 
     A synchronous factory: it returns an async iterator, it does not iterate. Wrappers
@@ -256,7 +263,7 @@ def wrap_response_stream(flow: Flow, stream: AsyncIterator[bytes],
 
 
 @hookspec
-async def flow_done(flow: Flow, app: CodexLB) -> None:
+async def flow_done(flow: Flow, app: AppView) -> None:
     """Observe a finished flow (after the last byte or a disconnect), off the hot path.
 
     Runs as a background task; errors are logged under the plugin's name.

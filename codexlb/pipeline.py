@@ -1,11 +1,13 @@
 """The pipeline: fixed stage order, short-circuits, failover and the error policy.
 
 Request phase (admit → read body → decode → parse → transform) runs the plugins until one
-answers. Routing asks the strategies for an account and the upstream plugin for a response,
-failing over to the next account only before the first byte reaches the client. On streamed
-routes each attempt must start answering within ``UPSTREAM_FIRST_BYTE_TIMEOUT_SECONDS`` and
-the request within ``UPSTREAM_FIRST_BYTE_TOTAL_SECONDS``. The response stream is tapped for
-usage and rate limits and wrapped by plugins.
+answers. Routing asks the strategies for an account and sends each try as an
+:class:`~codexlb.attempt.UpstreamAttempt` (the ``send_upstream`` hook inside the core's token,
+rate-limit and classification policy), failing over to the next account only before the first
+byte reaches the client; a failed try cools its account down here. On streamed routes each
+attempt must start answering within ``UPSTREAM_FIRST_BYTE_TIMEOUT_SECONDS`` and the request
+within ``UPSTREAM_FIRST_BYTE_TOTAL_SECONDS``. Plugins wrap the attempt's stream, then the
+endpoint's adapter shapes it for the client.
 """
 
 from __future__ import annotations
@@ -15,9 +17,9 @@ import json
 import logging
 import math
 import time
-from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
+from codexlb.attempt import UpstreamAttempt
 from codexlb.endpoints import Adapter, adapter_for
 from codexlb.errors import (
     BadRequest,
@@ -27,13 +29,14 @@ from codexlb.errors import (
     UnsupportedEncoding,
     UpstreamError,
 )
-from codexlb.flow import Attempt, Flow, ProxyResponse
+from codexlb.flow import RETRY_AFTER_401, Attempt, Flow, ProxyResponse, fallback_reason
 from codexlb.pool import LIMITED
-from codexlb.streaming import Deadline, Tap, guard, peek_first_event
+from codexlb.streaming import Deadline, guard
 from codexlb.types import Account, AccountStatus
 
 if TYPE_CHECKING:
-    from codexlb.app import CodexLB
+    from codexlb.hooks import Hooks
+    from codexlb.types import AppView
 
 log = logging.getLogger("codexlb.pipeline")
 
@@ -54,9 +57,9 @@ def _finite_float(text: str) -> float:
 class Pipeline:
     """Runs one flow through the stages; never raises for a client or upstream problem."""
 
-    def __init__(self, app: CodexLB) -> None:
+    def __init__(self, app: AppView, hooks: Hooks) -> None:
         self.app = app
-        self.hooks = app.hooks
+        self.hooks = hooks
         self.max_attempts = app.settings.proxy_max_attempts
 
     async def admit(self, flow: Flow) -> ProxyResponse | None:
@@ -97,13 +100,11 @@ class Pipeline:
         response = await self._route(flow, adapter)
         if response.status != 200:
             return response
-        stream = None
-        if response.streaming:
-            tap: Tap = flow.stash[Tap.KEY]
-            stream = self.hooks.wrap_response_stream(flow, tap.wrap(response.body))  # type: ignore[arg-type]
+        body = response.body
+        stream = None if isinstance(body, bytes) else self.hooks.wrap_response_stream(flow, body)
         result = await adapter.respond(flow, response, stream)
-        if result.streaming:
-            result.body = guard(flow, result.body, adapter.terminal_error)  # type: ignore[arg-type]
+        if not isinstance(result.body, bytes):
+            result.body = guard(flow, result.body, adapter.terminal_error)
         return result
 
     async def _parse(self, flow: Flow) -> None:
@@ -163,13 +164,15 @@ class Pipeline:
             if account is None:
                 break
             flow.account = account
+            attempt = UpstreamAttempt(self.app, flow, account)
             try:
-                response = await self._attempt(flow, account, deadline)
+                response = await attempt.send(self.hooks.send_upstream, deadline)
             except UpstreamError as exc:
+                strategy = flow.route.strategy if flow.route is not None else "route"
                 if exc.upstream_status == 401 and account.id not in refreshed:
                     refreshed.add(account.id)
-                    if await tokens.refresh(account, force=True):
-                        flow.route = f"{flow.route.split(':')[0]}:retry-after-401"
+                    if await tokens.refresh(account, force=True, failed=attempt.token):
+                        flow.set_route(strategy, RETRY_AFTER_401)
                         continue
                 flow.attempts.append(Attempt(account.id, exc, exc.upstream_status))
                 self._penalise(account, exc)
@@ -177,8 +180,7 @@ class Pipeline:
                 last_error = exc
                 if not exc.retryable:
                     raise
-                strategy = flow.route.split(":")[0] or "route"
-                flow.route = f"{strategy}:fallback-after-{exc.upstream_status or exc.code}"
+                flow.set_route(strategy, fallback_reason(exc.upstream_status or exc.code))
                 continue
             flow.attempts.append(Attempt(account.id, None, response.status))
             pool.touch(account)
@@ -191,26 +193,6 @@ class Pipeline:
         if now + seconds < overall.at:
             return Deadline(now + seconds, seconds, "CODEX_LB_UPSTREAM_FIRST_BYTE_TIMEOUT_SECONDS")
         return overall
-
-    async def _attempt(self, flow: Flow, account: Account, deadline: Deadline | None) -> ProxyResponse:
-        """One account's try: bounded by ``deadline`` until its answer starts (streamed endpoints)."""
-        if deadline is None:
-            response = await self.hooks.send_upstream(flow, account)
-        else:
-            try:
-                async with asyncio.timeout_at(deadline.at) as scope:
-                    response = await self.hooks.send_upstream(flow, account)
-            except TimeoutError:
-                if not scope.expired():
-                    raise
-                raise deadline.error() from None
-        if response is None:
-            raise FlowError("no plugin sent the request upstream", status=500, code="no_upstream")
-        if response.status == 200 and response.streaming:
-            tap = Tap(flow, account, self.app)
-            flow.stash[Tap.KEY] = tap
-            response.body = await peek_first_event(tap, response.body, deadline)  # type: ignore[arg-type]
-        return response
 
     def _penalise(self, account: Account, exc: UpstreamError) -> None:
         pool, now = self.app.pool, time.time()
@@ -249,7 +231,3 @@ class Pipeline:
             extra={"resets_at": int(available_at), "resets_in_seconds": wait},
             headers={"retry-after": str(wait), "x-should-retry": "false"})
 
-
-async def drain(stream: AsyncIterator[bytes]) -> bytes:
-    """Collect a whole byte stream (used for non-streamed answers)."""
-    return b"".join([chunk async for chunk in stream])

@@ -2,8 +2,8 @@
 
 Single flight: in this process, concurrent refreshes of one account share one task; across
 processes, :meth:`AccountStore.refresh_locked` serialises them and later holders reuse the fresh row.
-A forced refresh (after a 401) knows which token failed: the one :meth:`TokenManager.access_token`
-handed to the same request (a context variable), so a request arriving after another already
+A forced refresh (after a 401) is told which token failed (the caller's, e.g. the one an
+:class:`codexlb.attempt.UpstreamAttempt` sent), so a request arriving after another already
 refreshed just retries with the new token.
 """
 
@@ -13,7 +13,6 @@ import asyncio
 import functools
 import logging
 import time
-from contextvars import ContextVar
 from typing import TYPE_CHECKING
 
 from codexlb.accounts.claims import identity
@@ -23,22 +22,19 @@ from codexlb.pool import Credentials
 from codexlb.types import AccountStatus
 
 if TYPE_CHECKING:
-    from codexlb.app import CodexLB
     from codexlb.db.store import StoredAccount
-    from codexlb.types import Account
+    from codexlb.types import Account, AppView
 
 log = logging.getLogger("codexlb.tokens")
 
 TRANSIENT_RETRY_SECONDS = 60.0
 """After a transient refresh failure, refresh-before-use waits this long before trying again."""
 
-_handed_out: ContextVar[dict[str, str] | None] = ContextVar("codexlb_handed_out_tokens", default=None)
-
 
 class TokenManager:
     """Hands out each account's current access token and refreshes it."""
 
-    def __init__(self, app: CodexLB) -> None:
+    def __init__(self, app: AppView) -> None:
         self.app = app
         self._inflight: dict[str, asyncio.Task[bool]] = {}
         self._retry_at: dict[str, float] = {}
@@ -67,7 +63,6 @@ class TokenManager:
             raise UpstreamError(f"account {account.label}: access token expired and could not be refreshed yet",
                                 code="token_refresh_failed", phase="connect",
                                 cooldown_seconds=TRANSIENT_RETRY_SECONDS)
-        _handed_out.set({**(_handed_out.get() or {}), account.id: creds.access_token})
         return creds.access_token
 
     def _due(self, creds: Credentials, now: float) -> bool:
@@ -75,15 +70,16 @@ class TokenManager:
 
     # -- refreshing -------------------------------------------------------------------------
 
-    async def refresh(self, account: Account, *, force: bool = False) -> bool:
+    async def refresh(self, account: Account, *, force: bool = False, failed: str | None = None) -> bool:
         """Refresh the account's tokens; ``True`` when a new (or still fresh) access token is ready.
 
-        ``force`` (after an upstream 401): ``True`` only when the token differs from the one that failed.
+        ``force`` (after an upstream 401): ``True`` only when the token differs from the one that
+        failed, ``failed`` (the token the upstream refused; default: the current one).
         """
         creds = self.app.pool.credentials.get(account.id)
         if creds is None or account.status is AccountStatus.REAUTH_REQUIRED:
             return False
-        stale = ((_handed_out.get() or {}).get(account.id) if force else None) or creds.access_token
+        stale = (failed if force else None) or creds.access_token
         if force and creds.access_token != stale:
             return True
         task = self._inflight.get(account.id)

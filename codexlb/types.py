@@ -1,10 +1,22 @@
-"""Domain types shared by the core and plugins: accounts and their usage windows."""
+"""Domain types shared by the core and plugins: accounts, their usage windows, and the app as hooks see it."""
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+    from codexlb.db.migrate import MigrationReport
+    from codexlb.db.store import AccountStore
+    from codexlb.jobs import ModelRegistry, Scheduler
+    from codexlb.pool import AccountPool
+    from codexlb.settings import Settings
+    from codexlb.tasks import TaskSet
+    from codexlb.tokens import TokenManager
 
 
 class AccountStatus(StrEnum):
@@ -111,3 +123,46 @@ class TokenUsage:
     cached: int = 0
     output: int = 0
     reasoning: int = 0
+
+
+class AppView(Protocol):
+    """What hooks, plugins and the core's services see of the running app (``app`` in every hook).
+
+    :class:`codexlb.app.CodexLB` is the one implementation; a test may pass any object with these.
+    """
+
+    @property
+    def settings(self) -> Settings:
+        """The validated core settings."""
+
+    @property
+    def pool(self) -> AccountPool:
+        """The in-memory accounts (routing state; written back in the background)."""
+
+    @property
+    def tokens(self) -> TokenManager:
+        """Access tokens for upstream calls, refreshed before use."""
+
+    @property
+    def tasks(self) -> TaskSet:
+        """Where background tasks are spawned (kept referenced, cancelled at shutdown)."""
+
+    @property
+    def store(self) -> AccountStore | None:
+        """Stored accounts; ``None`` until the database is open and migrated."""
+
+    @property
+    def sessionmaker(self) -> async_sessionmaker[AsyncSession] | None:
+        """Database sessions; ``None`` before start-up."""
+
+    @property
+    def migration_report(self) -> MigrationReport | None:
+        """What start-up found and did to the schema (``error`` set when it is not usable)."""
+
+    @property
+    def models(self) -> ModelRegistry:
+        """The cached model list."""
+
+    @property
+    def jobs(self) -> Scheduler:
+        """The background jobs (usage, tokens, models) and their statuses."""

@@ -4,6 +4,10 @@ Facts from ``protocol.md`` §1.7-1.8: 429 ``usage_limit_reached`` (by ``error.ty
 ``resets_at``/``resets_in_seconds``; 401 is an expired token; Cloudflare answers 403 HTML; 5xx
 and transport errors are transient; 400 goes back to the client unless the model is not
 supported for this account.
+
+The core applies :func:`classify` to every answer of the ``send_upstream`` hook; an upstream
+plugin reports its transport's failures with the constructors below (:func:`unreachable`,
+:func:`upstream_timeout`, ...), so their codes and cooldowns are the core's, whatever the client.
 """
 
 from __future__ import annotations
@@ -140,3 +144,39 @@ def broken_before_first_event(reason: str) -> UpstreamError:
     """The stream broke or ended before its first output event (nothing reached the client: fail over)."""
     return UpstreamError(f"upstream stream {reason} before the first output event", code="upstream_stream_error",
                          phase="first_event", cooldown_seconds=TRANSIENT_COOLDOWN_SECONDS)
+
+
+def upstream_timeout() -> UpstreamError:
+    """No response head within the wait the plugin allows (nothing reached the client: fail over)."""
+    return UpstreamError("upstream timed out before answering", status=504, code="upstream_timeout",
+                         cooldown_seconds=TRANSIENT_COOLDOWN_SECONDS)
+
+
+def unreachable(reason: str) -> UpstreamError:
+    """The connection failed before a response head (``reason``: the transport's error class)."""
+    return UpstreamError(f"upstream unreachable ({reason})", code="upstream_unreachable",
+                         cooldown_seconds=TRANSIENT_COOLDOWN_SECONDS)
+
+
+def body_stalled(seconds: float) -> UpstreamError:
+    """A whole (not streamed) answer went silent before its end (nothing reached the client yet)."""
+    return UpstreamError(f"upstream body stalled for {seconds:g} s (CODEX_LB_STREAM_IDLE_TIMEOUT_SECONDS)",
+                         status=504, code="stream_idle_timeout", cooldown_seconds=TRANSIENT_COOLDOWN_SECONDS)
+
+
+def body_broken(reason: str) -> UpstreamError:
+    """A whole (not streamed) answer broke off before its end (nothing reached the client yet)."""
+    return UpstreamError(f"upstream body broke off ({reason})", code="upstream_stream_error",
+                         cooldown_seconds=TRANSIENT_COOLDOWN_SECONDS)
+
+
+def stream_broken(reason: str) -> UpstreamError:
+    """A streamed answer broke while being read (after the peek: ends the stream, no failover)."""
+    return UpstreamError(f"upstream stream broke ({reason})", code="upstream_stream_error", phase="stream",
+                         retryable=False)
+
+
+def stream_incomplete() -> UpstreamError:
+    """A streamed answer ended without a terminal event."""
+    return UpstreamError("stream closed before response.completed", code="stream_incomplete", phase="stream",
+                         retryable=False)

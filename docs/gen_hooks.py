@@ -30,7 +30,8 @@ Async hooks must not use `wrapper=True`.
 Arguments common to most hooks:
 - `flow` — the `codexlb.Flow` of one request (`flow.request`, `flow.account`, `flow.response`,
   `flow.stash`, ...); change it in place, call `flow.reject(status, code, message)` to answer.
-- `app` — the `codexlb.app.CodexLB` holding settings, the account pool and the database.
+- `app` — the `codexlb.AppView` of the running app: `settings`, the account `pool`, `tokens`,
+  `tasks` (spawn background work), the database (`store`, `sessionmaker`), `models`, `jobs`.
 """
 
 

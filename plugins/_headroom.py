@@ -16,8 +16,8 @@ import statistics
 from dataclasses import dataclass, field
 
 from codexlb import Account, UsageWindow
+from codexlb.quota import effective_remaining
 from codexlb.types import TokenUsage
-from plugins.select_least_used import effective_remaining
 
 CACHED_WEIGHT = 0.1
 """Cached input tokens cost a tenth of uncached ones (OpenAI's cached-input price)."""

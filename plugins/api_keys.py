@@ -46,8 +46,8 @@ from codexlb.options import PluginOptions
 if TYPE_CHECKING:
     from quart import Blueprint
 
-    from codexlb.app import CodexLB
     from codexlb.settings import Settings
+    from codexlb.types import AppView
 
 log = logging.getLogger("codexlb.api_keys")
 KEY = StashKey[ApiKey]()
@@ -95,7 +95,7 @@ class ApiKeys:
         return blueprint
 
     @hookimpl
-    async def startup(self, app: CodexLB) -> None:
+    async def startup(self, app: AppView) -> None:
         report = app.migration_report
         if app.sessionmaker is None or (report is not None and report.error is not None):
             log.warning("API keys not loaded (the database is not ready): client requests are refused")

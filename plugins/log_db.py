@@ -26,7 +26,7 @@ from codexlb import Flow, hookimpl
 from codexlb.options import PluginOptions
 
 if TYPE_CHECKING:
-    from codexlb.app import CodexLB
+    from codexlb.types import AppView
 
 log = logging.getLogger("codexlb.log_db")
 
@@ -45,7 +45,7 @@ def row_of(flow: Flow) -> dict[str, Any]:
         "reasoning_tokens": usage.reasoning if usage else None,
         "ttfb_ms": round((flow.first_byte_at - started) * 1000, 3) if flow.first_byte_at else None,
         "duration_ms": round((finished - started) * 1000, 3), "client_ip": flow.request.client_ip,
-        "session_key_hash": flow.session_key_hash, "route": flow.route or None,
+        "session_key_hash": flow.session_key_hash, "route": str(flow.route) if flow.route is not None else None,
         "attempts": max(1, len(flow.attempts)), "api_key_id": flow.api_key_id,
     }
 
@@ -61,7 +61,7 @@ class LogDB:
         self.dropped = 0
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
-        self._app: CodexLB | None = None
+        self._app: AppView | None = None
         self._flushing = asyncio.Lock()
 
     @hookimpl
@@ -73,7 +73,7 @@ class LogDB:
         self.max_buffered_rows = options.number("max_buffered_rows", self.max_buffered_rows, low=1, integer=True)
 
     @hookimpl
-    async def startup(self, app: CodexLB) -> None:
+    async def startup(self, app: AppView) -> None:
         self._app = app
         self._wake, self._flushing = asyncio.Event(), asyncio.Lock()
         self._task = app.tasks.spawn(self._run(), "log_db-writer")

@@ -127,7 +127,8 @@ def access_fields(flow: Flow) -> dict[str, Any]:
     return {
         "flow": flow.id, "method": flow.request.method, "path": clean(flow.request.path),
         "status": flow.status, "account": flow.account.label if flow.account else None,
-        "route": flow.route or None, "model": clean(flow.model, 80) if flow.model else None,
+        "route": str(flow.route) if flow.route is not None else None,
+        "model": clean(flow.model, 80) if flow.model else None,
         "tokens": None if usage is None else {"input": usage.input, "cached": usage.cached,
                                               "output": usage.output, "reasoning": usage.reasoning},
         "ttfb_ms": round((flow.first_byte_at - started) * 1000, 1) if flow.first_byte_at else None,

@@ -60,15 +60,14 @@ from quart import request as quart_request  # noqa: TID251 - a route handler has
 
 from codexlb import Flow, hookimpl
 from codexlb.errors import UpstreamError
-from codexlb.flow import StashKey
+from codexlb.flow import Route, StashKey, fallback_reason
 from codexlb.forwarding import from_this_machine
 from codexlb.options import PluginOptions
 from codexlb.types import AccountStatus
 
 if TYPE_CHECKING:
-    from codexlb.app import CodexLB
     from codexlb.settings import Settings
-    from codexlb.types import Account
+    from codexlb.types import Account, AppView
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
 LAG_INTERVAL_SECONDS = 1.0
@@ -90,15 +89,16 @@ def error_class(code: str | None, upstream_status: int | None = None) -> str:
     return "other"
 
 
-def route_reason(route: str) -> str:
-    """``strategy:reason`` with the open-ended part of a fallback reason reduced to a class."""
-    if not route:
+def route_reason(route: Route | None) -> str:
+    """``strategy:reason`` with the open-ended part of a fallback reason reduced to a class.
+
+    The route's detail (``from=.. to=..`` names accounts) is left out.
+    """
+    if route is None:
         return "none"
-    strategy, _, reason = route.split(" ", 1)[0].partition(":")  # " from=.. to=.." names accounts: dropped
-    if reason.startswith("fallback-after-"):
-        after = reason[len("fallback-after-"):]
-        after = after if after.isdigit() and len(after) == 3 else error_class(after)
-        reason = f"fallback-after-{after}"
+    strategy, reason = route.strategy, route.reason
+    if (after := route.fallback_after) is not None:
+        reason = fallback_reason(after if after.isdigit() and len(after) == 3 else error_class(after))
     return f"{strategy[:32]}:{reason[:48]}" if reason else strategy[:32]
 
 
@@ -158,7 +158,7 @@ class Metrics:
     """Counts flows; serves ``/metrics`` from a registry of its own (one per app)."""
 
     def __init__(self) -> None:
-        self.app: CodexLB | None = None
+        self.app: AppView | None = None
         self.token = b""
         self.registry = CollectorRegistry(auto_describe=True)
         reg = self.registry
@@ -178,7 +178,7 @@ class Metrics:
         self.key_tokens = Counter("codexlb_key_tokens", "Tokens by client key", ["key", "kind"], registry=reg)
         reg.register(PoolCollector(self))
         ProcessCollector(registry=reg)
-        self._children: dict[tuple[str, ...], tuple[Any, Any, Any]] = {}
+        self._children: dict[tuple[str, str, Route | None], tuple[Any, Any, Any]] = {}
 
     # -- hooks -------------------------------------------------------------------------------
 
@@ -189,14 +189,14 @@ class Metrics:
         self.token = settings.metrics_token.encode()
 
     @hookimpl
-    def register_routes(self, app: CodexLB) -> Blueprint:
+    def register_routes(self, app: AppView) -> Blueprint:
         self.app = app
         blueprint = Blueprint("metrics", __name__)
         blueprint.add_url_rule("/metrics", "metrics", self.serve, methods=["GET"])
         return blueprint
 
     @hookimpl
-    async def startup(self, app: CodexLB) -> None:
+    async def startup(self, app: AppView) -> None:
         self.app = app
         app.tasks.spawn(self._probe_loop_lag(), "metrics-loop-lag")
 

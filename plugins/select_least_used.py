@@ -36,28 +36,12 @@ from typing import Any
 
 from codexlb import Account, Flow, UsageWindow, hookimpl
 from codexlb.options import PluginOptions
+from codexlb.quota import RESET_SOON_SECONDS, effective_remaining
 
 NAME = "least_used"
-RESET_SOON_SECONDS = 300.0
 WEEK_SECONDS = 10080 * 60
 MIN_TIME_FRACTION = 0.01
-RETRY_REASONS = ("fallback-after-", "retry-after-")
 OPTIONS = ("reset_soon_seconds",)
-
-
-def effective_remaining(window: UsageWindow, now: float, soon: float = RESET_SOON_SECONDS) -> float:
-    """Percent of ``window`` left, counting a window about to reset (within ``soon`` s) as nearly full."""
-    used = window.used_percent
-    remaining = 100.0 if used <= 0.0 else 0.0 if used >= 100.0 else 100.0 - used
-    resets_at = window.resets_at
-    if resets_at is None:
-        return remaining
-    left = resets_at - now
-    if left <= 0:
-        return 100.0
-    if left >= soon:
-        return remaining
-    return remaining + (100.0 - remaining) * (1.0 - left / soon)
 
 
 def weekly_factor(window: UsageWindow, now: float, soon: float = RESET_SOON_SECONDS) -> float:
@@ -76,12 +60,6 @@ def weekly_factor(window: UsageWindow, now: float, soon: float = RESET_SOON_SECO
 def score(account: Account, now: float, soon: float = RESET_SOON_SECONDS) -> float:
     """The account's score in 0..100 (formula in the module docstring)."""
     return effective_remaining(account.primary, now, soon) * weekly_factor(account.secondary, now, soon)
-
-
-def set_route(flow: Flow, name: str, reason: str) -> None:
-    """Set ``flow.route`` to ``name:reason``, keeping the core's reason on a retry of this flow."""
-    previous = flow.route.partition(":")[2]
-    flow.route = f"{name}:{previous if previous.startswith(RETRY_REASONS) else reason}"
 
 
 class SelectLeastUsed:
@@ -107,5 +85,5 @@ class SelectLeastUsed:
             key = (points <= 0.0, -account.priority, -round(points), account.last_used_at or 0.0, account.id)
             if best_key is None or key < best_key:
                 best, best_key = account, key
-        set_route(flow, NAME, "most-remaining")
+        flow.set_route(NAME, "most-remaining")
         return best

@@ -1,6 +1,7 @@
 """Last-resort strategy: take usable accounts in turn.
 
-Hooks: ``configure`` (it has no options), ``select_account`` (``trylast``).
+Hooks: ``configure`` (it has no options), ``select_account`` (``trylast``). Route reason:
+``round_robin:next`` (on a retry the core's ``fallback-after-<status>`` reason is kept).
 """
 
 from __future__ import annotations
@@ -28,8 +29,5 @@ class SelectRoundRobin:
         ordered = sorted(candidates, key=lambda a: a.id)
         chosen = next((a for a in ordered if self._last is None or a.id > self._last), ordered[0])
         self._last = chosen.id
-        if not flow.route:
-            flow.route = "round_robin:next"
-        elif ":" in flow.route and not flow.route.startswith("round_robin"):
-            flow.route = "round_robin:" + flow.route.split(":", 1)[1]
+        flow.set_route("round_robin", "next")
         return chosen

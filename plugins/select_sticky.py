@@ -41,7 +41,7 @@ Settings table ``[plugins.select_sticky]``:
 - ``min_remaining_pct`` (float 0..100, default 2.0): an account whose short or weekly remaining
   quota is below this takes no new or moved conversations while another candidate has more (its
   pinned conversations stay); 0 turns it off. Remaining is
-  ``select_least_used.effective_remaining`` with its default ramp: a window that resets within 5
+  ``codexlb.quota.effective_remaining`` with its default ramp: a window that resets within 5
   minutes counts as (nearly) full, one already past its reset as full.
 - ``weight_by_quota`` (bool, default true): place by learned headroom and move early (above);
   off: pure rendezvous hashing, no early moves.
@@ -63,12 +63,12 @@ from typing import TYPE_CHECKING, Any
 from codexlb import Account, Flow, hookimpl
 from codexlb.options import PluginOptions
 from codexlb.pool import CAP_REASON
+from codexlb.quota import effective_remaining
 from codexlb.types import AccountStatus
 from plugins._headroom import Headroom
-from plugins.select_least_used import effective_remaining, set_route
 
 if TYPE_CHECKING:
-    from codexlb.app import CodexLB
+    from codexlb.types import AppView
 
 NAME = "sticky"
 KEY_HEADERS = ("session-id", "thread-id", "session_id", "thread_id", "conversation_id", "conversation-id")
@@ -178,11 +178,11 @@ class SelectSticky:
 
     @hookimpl
     async def select_account(self, flow: Flow, candidates: Sequence[Account],
-                             app: CodexLB | None) -> Account | None:
+                             app: AppView | None) -> Account | None:
         key = conversation_key(flow)
         if key is None:
-            if not flow.route:
-                flow.route = f"{NAME}:no-key"
+            if flow.route is None:
+                flow.set_route(NAME, "no-key")
             return None
         flow.session_key = key
         if not candidates:
@@ -196,16 +196,16 @@ class SelectSticky:
         if pinned is not None and (not above or not self._should_leave(pinned, pin, now)):
             self._pins.move_to_end(pin)
             self.headroom.live_on(pinned.id, pin, now)
-            set_route(flow, NAME, "hit")
+            flow.set_route(NAME, "hit")
             return pinned
         pool = candidates if pinned is None else [a for a in candidates if a is not pinned]
         chosen = self._place(key, [a for a in pool if a in above] or pool or candidates, now)
         if pinned_id is None:
-            set_route(flow, NAME, "new")
+            flow.set_route(NAME, "new")
         else:
             why = "low-headroom" if pinned is not None else self._why_gone(app, pinned_id)
-            set_route(flow, NAME, f"moved-{why}")  # a retry keeps the core's reason (fallback-after-429, ...)
-            flow.route += f" from={pinned_id[:8]} to={chosen.id[:8]}"
+            # a retry keeps the core's reason (fallback-after-429, ...)
+            flow.set_route(NAME, f"moved-{why}", f"from={pinned_id[:8]} to={chosen.id[:8]}")
             self._moved.add(pin)
         self._pin(pin, chosen.id)
         self.headroom.live_on(chosen.id, pin, now)
@@ -222,7 +222,7 @@ class SelectSticky:
         return self.headroom.cheaper_half(account.id, pin, now)
 
     @staticmethod
-    def _why_gone(app: CodexLB | None, account_id: str) -> str:
+    def _why_gone(app: AppView | None, account_id: str) -> str:
         """Why a pinned account is no candidate: cap, 429 (a usage limit), revoked, or unavailable."""
         pool = getattr(app, "pool", None)
         account = pool.accounts.get(account_id) if pool is not None else None
@@ -256,7 +256,7 @@ class SelectSticky:
         key = flow.session_key_hash if flow.session_key is not None else None
         self.headroom.observe(account, key, flow.usage, time.time())
 
-    async def _sync_loop(self, app: CodexLB) -> None:
+    async def _sync_loop(self, app: AppView) -> None:
         """Adopt the placements other replicas logged: every ``SYNC_SECONDS``, newest row wins."""
         from codexlb.db.requestlog import recent_session_accounts
 
@@ -279,7 +279,7 @@ class SelectSticky:
                 self._pin(pin, account_id, at)
 
     @hookimpl
-    async def startup(self, app: CodexLB) -> None:
+    async def startup(self, app: AppView) -> None:
         """Warm the pins from the request log, so a restart keeps conversations where they were."""
         if self.max_pins <= 0 or app.sessionmaker is None:
             return

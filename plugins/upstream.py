@@ -6,8 +6,10 @@ streamed request inside the full pipeline (``bench/RESULTS.md``), above design.m
 Only the client headers the backend uses pass through (:data:`FORWARD_REQUEST` and the
 ``x-codex-*`` / ``x-openai-*`` families: what the captured Codex requests send); everything else
 (the client's credentials, cookies, forwarding headers, SDK fingerprints, unknown headers) stays
-here. ``authorization`` is the account's token and ``chatgpt-account-id`` its id. Failures are
-classified by :mod:`codexlb.upstream_errors` so the core can fail over.
+here. ``authorization`` is the attempt's token (the core hands it in) and ``chatgpt-account-id``
+the account's id. The answer goes back as received; the core applies its rate-limit headers and
+classifies failed answers. Transport failures are reported with the constructors of
+:mod:`codexlb.upstream_errors`, so the core can fail over.
 
 Settings table ``[plugins.upstream]``:
 - ``max_connections`` (int, default 1000): connection pool size towards the upstream.
@@ -26,14 +28,13 @@ from typing import TYPE_CHECKING, Any
 
 import aiohttp
 
-from codexlb import Flow, ProxyResponse, UpstreamError, hookimpl, ratelimits
+from codexlb import Flow, ProxyResponse, hookimpl
 from codexlb.options import PluginOptions
-from codexlb.upstream_errors import TRANSIENT_COOLDOWN_SECONDS, classify
+from codexlb.upstream_errors import body_broken, body_stalled, stream_broken, unreachable, upstream_timeout
 
 if TYPE_CHECKING:
-    from codexlb.app import CodexLB
     from codexlb.settings import Settings
-    from codexlb.types import Account
+    from codexlb.types import Account, AppView
 
 FORWARD_REQUEST = frozenset({
     "accept", "user-agent", "originator", "version", "openai-beta",
@@ -79,7 +80,7 @@ class Upstream:
         self.error_body_bytes = options.number("error_body_bytes", self.error_body_bytes, low=1, integer=True)
 
     @hookimpl
-    async def startup(self, app: CodexLB) -> None:
+    async def startup(self, app: AppView) -> None:
         if self.session is None:
             connector = aiohttp.TCPConnector(limit=self.max_connections, ttl_dns_cache=300,
                                              enable_cleanup_closed=True)
@@ -94,9 +95,8 @@ class Upstream:
             self.session = None
 
     @hookimpl
-    async def send_upstream(self, flow: Flow, account: Account, app: CodexLB) -> ProxyResponse:
+    async def send_upstream(self, flow: Flow, account: Account, token: str, app: AppView) -> ProxyResponse:
         assert self.session is not None, "upstream plugin not started"
-        token = await app.tokens.access_token(account)
         url = app.settings.upstream_base_url.rstrip("/") + flow.upstream_path
         headers = forward_headers(flow.request.headers, token, account.chatgpt_account_id)
         content: bytes | io.BytesIO | None = None
@@ -113,22 +113,13 @@ class Upstream:
                 response = await self.session.request(flow.upstream_method, url, headers=headers, data=content,
                                                       allow_redirects=False)
         except TimeoutError:
-            raise UpstreamError("upstream timed out before answering", status=504, code="upstream_timeout",
-                                cooldown_seconds=TRANSIENT_COOLDOWN_SECONDS) from None
+            raise upstream_timeout() from None
         except aiohttp.ClientError as exc:
-            raise UpstreamError(f"upstream unreachable ({type(exc).__name__})", code="upstream_unreachable",
-                                cooldown_seconds=TRANSIENT_COOLDOWN_SECONDS) from None
-        lowered = response.headers  # case-insensitive already: no copy on the hot path
-        if ratelimits.apply_headers(account, lowered):
-            app.pool.mark_dirty(account)
+            raise unreachable(type(exc).__name__) from None
         out_headers = [(k, v) for k, v in response.headers.items() if k.lower() not in DROP_RESPONSE]
         if response.status != 200:
-            body = await self._read_bounded(response)
-            error = classify(response.status, lowered, body)
-            if error is not None:
-                raise error
-            return ProxyResponse(response.status, out_headers, body)
-        if "text/event-stream" not in lowered.get("content-type", ""):
+            return ProxyResponse(response.status, out_headers, await self._read_bounded(response))
+        if "text/event-stream" not in response.headers.get("content-type", ""):
             return ProxyResponse(200, out_headers, await self._read_bounded(response, 64 << 20, whole=True))
         return ProxyResponse(200, out_headers, self._stream(response))
 
@@ -153,13 +144,10 @@ class Upstream:
                 size += len(chunk)
         except TimeoutError:
             if whole:
-                raise UpstreamError(f"upstream body stalled for {idle:g} s (CODEX_LB_STREAM_IDLE_TIMEOUT_SECONDS)",
-                                    status=504, code="stream_idle_timeout",
-                                    cooldown_seconds=TRANSIENT_COOLDOWN_SECONDS) from None
+                raise body_stalled(idle) from None
         except aiohttp.ClientError as exc:
             if whole:
-                raise UpstreamError(f"upstream body broke off ({type(exc).__name__})", code="upstream_stream_error",
-                                    cooldown_seconds=TRANSIENT_COOLDOWN_SECONDS) from None
+                raise body_broken(type(exc).__name__) from None
         finally:
             response.close()
         return b"".join(chunks)
@@ -169,8 +157,7 @@ class Upstream:
             async for chunk in response.content.iter_any():
                 yield chunk
         except aiohttp.ClientError as exc:
-            raise UpstreamError(f"upstream stream broke ({type(exc).__name__})", code="upstream_stream_error",
-                                phase="stream", retryable=False) from None
+            raise stream_broken(type(exc).__name__) from None
         finally:
             if response.content.at_eof():
                 response.release()

@@ -54,7 +54,8 @@ def test_all_matches_exports() -> None:
     public -= {"errors", "flow", "hookspecs", "types", "settings", "app", "hooks", "pipeline", "plugin_loader",
                "pool", "ratelimits", "sse", "sse_frames", "streaming", "tasks", "tokens", "upstream_errors",
                "endpoints", "translate", "testing", "web", "db", "cli", "accounts", "jobs", "options",
-               "forwarding", "bindcheck", "asgi", "logs", "migrations", "websocket", "settings_load", "keys"}
+               "forwarding", "bindcheck", "asgi", "logs", "migrations", "websocket", "settings_load", "keys",
+               "attempt", "quota"}
     assert set(codexlb.__all__) - {"create_app", "load_settings"} == public
 
 

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-    from codexlb.app import CodexLB
+    from codexlb.types import AppView
 
 log = logging.getLogger("codexlb.jobs")
 
@@ -80,7 +80,7 @@ class Job:
     name: ClassVar[str] = "job"
     description: ClassVar[str] = ""
 
-    def __init__(self, lb: CodexLB, clock: Clock = time.time) -> None:
+    def __init__(self, lb: AppView, clock: Clock = time.time) -> None:
         self.lb, self.clock = lb, clock
         self.status = JobStatus(self.name, self.description, self.enabled)
         self.ran = asyncio.Event()

@@ -22,9 +22,8 @@ from codexlb.jobs.fetch import FetchError, account_headers, get_with_retries
 from codexlb.translate import models_to_openai_list
 
 if TYPE_CHECKING:
-    from codexlb.app import CodexLB
     from codexlb.db.registry import RegistryEntry
-    from codexlb.types import Account
+    from codexlb.types import Account, AppView
 
 log = logging.getLogger("codexlb.jobs.models")
 KEY_PREFIX = "codex_models:"
@@ -50,7 +49,7 @@ def _version(value: Any) -> tuple[int, ...] | None:
 class ModelRegistry:
     """The cached model list of this process (``lb.models``). Reading it never touches the database."""
 
-    def __init__(self, lb: CodexLB) -> None:
+    def __init__(self, lb: AppView) -> None:
         self.lb = lb
         self.entry: RegistryEntry | None = None
 
@@ -170,11 +169,11 @@ class ModelRegistryJob(Job):
     async def refresh_with(self, account: Account) -> bool:
         """Fetch with ``account``; ``True`` when the list changed (``False``: 304, cache kept)."""
         registry = self.lb.models
-        answer = await self._get(account, registry.etag if registry.ready else None)
+        token, answer = await self._get(account, registry.etag if registry.ready else None)
         if answer.status == 401:
-            if not await self.lb.tokens.refresh(account, force=True):
+            if not await self.lb.tokens.refresh(account, force=True, failed=token):
                 raise FetchError("HTTP 401 and the token refresh did not succeed")
-            answer = await self._get(account, registry.etag if registry.ready else None)
+            _, answer = await self._get(account, registry.etag if registry.ready else None)
         if answer.status == 304 and registry.ready:
             return False
         if answer.status != 200:
@@ -191,7 +190,8 @@ class ModelRegistryJob(Job):
         log.info("model registry updated: %d model(s)", len(payload["models"]))
         return True
 
-    async def _get(self, account: Account, etag: str | None) -> Any:
+    async def _get(self, account: Account, etag: str | None) -> tuple[str, Any]:
+        """The access token sent and the answer."""
         try:
             token = await self.lb.tokens.access_token(account)
         except UpstreamError as exc:
@@ -203,7 +203,7 @@ class ModelRegistryJob(Job):
         headers["originator"] = "codex_cli_rs"
         if etag:
             headers["if-none-match"] = etag
-        return await get_with_retries(
+        return token, await get_with_retries(
             self.client, settings.upstream_base_url.rstrip("/") + "/codex/models",
             params={"client_version": settings.model_registry_client_version}, headers=headers,
             timeout=self.timeout, retries=settings.usage_fetch_max_retries, backoff=self.backoff)

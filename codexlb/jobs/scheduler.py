@@ -25,7 +25,7 @@ from codexlb.jobs.usage import UsageRefreshJob
 from codexlb.tasks import TaskSet
 
 if TYPE_CHECKING:
-    from codexlb.app import CodexLB
+    from codexlb.types import AppView
 
 log = logging.getLogger("codexlb.jobs")
 POLL_SECONDS = 1.0
@@ -35,7 +35,7 @@ POLL_SECONDS = 1.0
 class Scheduler:
     """Owns the jobs (``usage``, ``models``, ``tokens``), the leader election and their loops."""
 
-    def __init__(self, lb: CodexLB, *, clock: Clock = time.time, background: bool = True,
+    def __init__(self, lb: AppView, *, clock: Clock = time.time, background: bool = True,
                  leader_retry_seconds: float = 3.0, heartbeat_seconds: float = 30.0) -> None:
         self.lb, self.clock, self.background = lb, clock, background
         self.leader_retry_seconds, self.heartbeat_seconds = leader_retry_seconds, heartbeat_seconds

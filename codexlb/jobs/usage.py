@@ -255,11 +255,11 @@ class UsageRefreshJob(Job):
         :raises AccountGone: 402/404 or a deactivation code.
         :raises FetchError: retries exhausted, 401 after refresh, or an unusable answer.
         """
-        answer = await self._get(account)
+        token, answer = await self._get(account)
         if answer.status == 401 and self._deactivated(answer) is None:
-            if not await self.lb.tokens.refresh(account, force=True):
+            if not await self.lb.tokens.refresh(account, force=True, failed=token):
                 raise FetchError("HTTP 401 and the token refresh did not succeed")
-            answer = await self._get(account)
+            _, answer = await self._get(account)
             if answer.status == 401 and self._deactivated(answer) is None:
                 raise FetchError("HTTP 401 again after a token refresh")
         if (reason := self._deactivated(answer)) is not None:
@@ -283,7 +283,8 @@ class UsageRefreshJob(Job):
             return f"usage endpoint answered HTTP {answer.status}" + (f": {message}" if message else "")
         return None
 
-    async def _get(self, account: Account) -> Answer:
+    async def _get(self, account: Account) -> tuple[str, Answer]:
+        """The access token sent and the answer."""
         try:
             token = await self.lb.tokens.access_token(account)
         except UpstreamError as exc:
@@ -291,7 +292,7 @@ class UsageRefreshJob(Job):
         settings = self.lb.settings
         if self.client is None:
             raise JobError("scheduler not started (no HTTP client)")
-        return await get_with_retries(
+        return token, await get_with_retries(
             self.client, settings.upstream_base_url.rstrip("/") + "/wham/usage",
             headers=account_headers(token, account.chatgpt_account_id),
             timeout=settings.usage_fetch_timeout_seconds, retries=settings.usage_fetch_max_retries,

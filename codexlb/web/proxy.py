@@ -12,9 +12,9 @@ import asyncio
 from collections.abc import AsyncIterator
 
 from quart import Blueprint, Response, current_app, request
-from werkzeug.datastructures import Headers
 
-from codexlb.app import lb_of
+from codexlb.app import CodexLB, lb_of
+from codexlb.flow import Flow, ProxyResponse
 from codexlb.web.admission import admitted_flow
 from codexlb.web.respond import to_quart
 
@@ -65,36 +65,39 @@ async def handle() -> Response:
     """Read the admitted flow's body and run it through the pipeline."""
     lb = lb_of(current_app)
     flow = admitted_flow()
+    return to_quart(lb, flow, await _proxied(lb, flow))
+
+
+async def _proxied(lb: CodexLB, flow: Flow) -> ProxyResponse:
+    """The pipeline's answer for an admitted flow (413 when its body is too large)."""
     body = await read_body(lb.settings.max_decompressed_body_bytes)
     if body is None:
         flow.reject(413, "payload_too_large",
                     f"request body exceeds {lb.settings.max_decompressed_body_bytes} bytes "
                     "(CODEX_LB_MAX_DECOMPRESSED_BODY_BYTES)")
-        result = flow.response
-    else:
-        flow.request.body = body
-        result = await lb.pipeline.run(flow)
-    assert result is not None
-    return to_quart(lb, flow, result)
+        assert flow.response is not None
+        return flow.response
+    flow.request.body = body
+    return await lb.pipeline.run(flow)
 
 
 async def handle_models(endpoint: str) -> Response:
     """Model lists from the registry cache when it has one, else (or for newer clients) from upstream."""
     lb = lb_of(current_app)
+    flow = admitted_flow()
     registry = lb.models
     if not registry.ready:
-        return await handle()
+        return to_quart(lb, flow, await _proxied(lb, flow))
     client_version = request.args.get("client_version")
     if_none_match = request.headers.get("if-none-match")
     if endpoint == "codex_models" and registry.newer_than_cache(client_version):
-        live = await handle()  # the cache may lack models this newer client can use
-        if live.status_code < 500:
-            return live
-        cached = registry.codex_response(client_version, if_none_match)
-        route = [("x-codexlb-route", "model_registry:fallback")] if lb.settings.route_headers else []
-        return Response(cached.body, status=cached.status, headers=Headers([*cached.headers, *route]))
-    flow = admitted_flow()
-    flow.route = "model_registry:cache"
+        live = await _proxied(lb, flow)  # the cache may lack models this newer client can use
+        if live.status < 500:
+            return to_quart(lb, flow, live)
+        flow.account = None  # the answer comes from the cache, not from the account that failed
+        flow.set_route("model_registry", "fallback")
+    else:
+        flow.set_route("model_registry", "cache")
     result = (registry.openai_response() if endpoint == "models"
               else registry.codex_response(client_version, if_none_match))
     flow.response = result

@@ -18,8 +18,8 @@ def to_quart(lb: CodexLB, flow: Flow, result: ProxyResponse) -> Response:
     headers = list(result.headers)
     if flow.account is not None and lb.settings.route_headers:
         headers.append(("x-codexlb-account", flow.account.label))
-    if flow.route and lb.settings.route_headers:
-        headers.append(("x-codexlb-route", flow.route))
+    if flow.route is not None and lb.settings.route_headers:
+        headers.append(("x-codexlb-route", str(flow.route)))
     if isinstance(result.body, bytes):
         flow.first_byte_at = flow.first_byte_at or time.time()
         flow.finished_at = time.time()

@@ -28,5 +28,5 @@ class MostRemaining:
         usable = [a for a in candidates if a.weekly_remaining_pct >= self.floor_pct]
         chosen = max(usable, key=lambda a: (a.weekly_remaining_pct, a.id), default=None)
         if chosen is not None:
-            flow.route = "most_remaining:most-weekly-remaining"
+            flow.set_route("most_remaining", "most-weekly-remaining")
         return chosen

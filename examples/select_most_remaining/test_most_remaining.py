@@ -29,7 +29,7 @@ async def test_prefers_most_remaining() -> None:
     b = make_account(id="b", weekly_remaining_pct=70)
     flow = make_flow()
     assert await MostRemaining().select_account(flow, [a, b]) is b
-    assert flow.route == "most_remaining:most-weekly-remaining"
+    assert str(flow.route) == "most_remaining:most-weekly-remaining"
 
 
 @pytest.mark.asyncio

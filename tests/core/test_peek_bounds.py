@@ -9,8 +9,8 @@ import pytest
 
 from codexlb.errors import UpstreamError
 from codexlb.settings import Settings
-from codexlb.streaming import Deadline, peek_first_event
-from tests.core.test_streaming import STREAM, make_tap
+from codexlb.streaming import Deadline
+from tests.core.test_streaming import STREAM, make_attempt
 
 FRAMES = [frame + b"\n\n" for frame in STREAM.split(b"\n\n") if frame]
 
@@ -41,9 +41,8 @@ def soon(seconds: float = 0.05) -> Deadline:
 
 
 async def test_held_events_go_on_at_the_deadline_and_the_read_in_flight_continues() -> None:
-    tap, source = make_tap(), Source(head=2)  # codex.rate_limits, response.created: answering
-    replay = await peek_first_event(tap, source.stream(), soon())
-    wrapped = tap.wrap(replay)
+    tap, source = make_attempt(), Source(head=2)  # codex.rate_limits, response.created: answering
+    wrapped = await tap.peek(source.stream(), soon())
     received = [await wrapped.__anext__(), await wrapped.__anext__()]
     source.go.set()
     received += [chunk async for chunk in wrapped]
@@ -53,9 +52,8 @@ async def test_held_events_go_on_at_the_deadline_and_the_read_in_flight_continue
 
 
 async def test_closing_while_a_read_is_in_flight_closes_the_upstream() -> None:
-    tap, source = make_tap(), Source(head=2)
-    replay = await peek_first_event(tap, source.stream(), soon())
-    wrapped = tap.wrap(replay)
+    tap, source = make_attempt(), Source(head=2)
+    wrapped = await tap.peek(source.stream(), soon())
     await wrapped.__anext__()
     await wrapped.__anext__()
     waiting = asyncio.ensure_future(wrapped.__anext__())
@@ -63,7 +61,7 @@ async def test_closing_while_a_read_is_in_flight_closes_the_upstream() -> None:
     waiting.cancel()
     with pytest.raises(asyncio.CancelledError):
         await waiting
-    await replay.aclose()  # type: ignore[attr-defined]
+    await wrapped.aclose()  # type: ignore[attr-defined]
     assert source.closed
 
 
@@ -71,16 +69,16 @@ async def test_closing_while_a_read_is_in_flight_closes_the_upstream() -> None:
 async def test_no_answer_event_by_the_deadline_is_the_deadlines_error(head: int) -> None:
     source = Source(head=head)
     with pytest.raises(UpstreamError) as info:
-        await peek_first_event(make_tap(), source.stream(), soon())
+        await make_attempt().peek(source.stream(), soon())
     assert info.value.code == "upstream_first_byte_timeout" and info.value.retryable
     assert "TEST_LIMIT" in info.value.message and source.closed
 
 
 async def test_silence_while_held_is_the_idle_error() -> None:
-    tap, source = make_tap(), Source(head=2)
-    tap.app.settings = Settings(stream_idle_timeout_seconds=0.05)
+    tap, source = make_attempt(), Source(head=2)
+    tap.app.settings = Settings(stream_idle_timeout_seconds=0.05)  # type: ignore[misc]
     with pytest.raises(UpstreamError) as info:
-        await peek_first_event(tap, source.stream(), Deadline(asyncio.get_running_loop().time() + 60, 60, "X"))
+        await tap.peek(source.stream(), Deadline(asyncio.get_running_loop().time() + 60, 60, "X"))
     assert info.value.code == "stream_idle_timeout" and info.value.retryable and source.closed
 
 
@@ -90,5 +88,5 @@ async def test_a_break_before_the_first_output_event_is_retryable(fail: BaseExce
     source = Source(head=2, fail=fail)
     source.go.set()
     with pytest.raises(UpstreamError) as info:
-        await peek_first_event(make_tap(), source.stream())
+        await make_attempt().peek(source.stream())
     assert info.value.code == "upstream_stream_error" and info.value.retryable and info.value.phase == "first_event"

@@ -1,4 +1,4 @@
-"""The usage tap: same result whatever the chunking, including its skip-the-scan fast path."""
+"""An attempt's stream reader: same result whatever the chunking, including its skip-the-scan fast path."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ from types import SimpleNamespace
 
 import pytest
 
+from codexlb.attempt import TAPPED, UpstreamAttempt
 from codexlb.pool import AccountPool
 from codexlb.settings import Settings
-from codexlb.streaming import Tap
 from codexlb.testing import make_account, make_flow
 
 EVENTS = [
@@ -25,9 +25,17 @@ EVENTS = [
 STREAM = b"".join(f"event: {e['type']}\ndata: {json.dumps(e)}\n\n".encode() for e in EVENTS)
 
 
-def make_tap() -> Tap:
+def make_tap() -> UpstreamAttempt:
+    """An attempt past its send, reading the stream as after the peek."""
     app = SimpleNamespace(settings=Settings(), pool=AccountPool())
-    return Tap(make_flow(), make_account("a"), app)  # type: ignore[arg-type]
+    attempt = UpstreamAttempt(app, make_flow(), make_account("a"))  # type: ignore[arg-type]
+    attempt.scanner.keep_only(TAPPED)
+    return attempt
+
+
+def make_attempt() -> UpstreamAttempt:
+    app = SimpleNamespace(settings=Settings(), pool=AccountPool())
+    return UpstreamAttempt(app, make_flow(), make_account("a"))  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("seed", range(20))
@@ -54,8 +62,6 @@ def test_event_per_chunk_uses_the_fast_path() -> None:
 
 @pytest.mark.parametrize("seed", range(10))
 async def test_peek_then_tap_read_every_event_once(seed: int) -> None:
-    from codexlb.streaming import peek_first_event
-
     rng = random.Random(seed)
     cuts = sorted(rng.sample(range(1, len(STREAM)), rng.randint(1, 40)))
     chunks = [STREAM[a:b] for a, b in zip([0, *cuts], [*cuts, len(STREAM)], strict=True)]
@@ -64,9 +70,8 @@ async def test_peek_then_tap_read_every_event_once(seed: int) -> None:
         for chunk in chunks:
             yield chunk
 
-    tap = make_tap()
-    replay = await peek_first_event(tap, upstream())
-    received = b"".join([chunk async for chunk in tap.wrap(replay)])
+    tap = make_attempt()
+    received = b"".join([chunk async for chunk in await tap.peek(upstream())])
     assert received == STREAM
     assert tap.terminal == "response.completed"
     assert tap.flow.usage is not None and tap.flow.usage.cached == 40

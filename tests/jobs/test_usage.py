@@ -162,17 +162,18 @@ async def test_a_hanging_upstream_times_out(tmp_path: Path, fake: FakeUpstream, 
 async def test_401_goes_through_the_token_refresh_then_retries_once(lb: CodexLB, fake: FakeUpstream,
                                                                     monkeypatch: Any) -> None:
     account = lb.pool.all()[0]
-    calls: list[tuple[str, bool]] = []
+    calls: list[tuple[str, bool, str | None]] = []
+    sent = lb.pool.credentials[account.id].access_token
 
-    async def refresh(acct: Account, *, force: bool = False) -> bool:
-        calls.append((acct.id, force))
+    async def refresh(acct: Account, *, force: bool = False, failed: str | None = None) -> bool:
+        calls.append((acct.id, force, failed))
         return True
 
     monkeypatch.setattr(lb.tokens, "refresh", refresh)
     fake.inject(account.chatgpt_account_id, Fault.token_expired(), endpoint="usage")
     fake_of(fake, account).set_usage(primary=5)
     await lb.jobs.usage.run_once(only={account.id})
-    assert calls == [(account.id, True)]
+    assert calls == [(account.id, True, sent)]  # the token the upstream refused is the one refreshed
     assert len(fake.requests_for("usage", account.chatgpt_account_id)) == 2
     assert account.primary.used_percent == 5 and lb.jobs.usage.status.last_ok
 
@@ -180,7 +181,7 @@ async def test_401_goes_through_the_token_refresh_then_retries_once(lb: CodexLB,
 async def test_401_with_a_failed_refresh_is_an_error(lb: CodexLB, fake: FakeUpstream, monkeypatch: Any) -> None:
     account = lb.pool.all()[0]
 
-    async def refresh(acct: Account, *, force: bool = False) -> bool:
+    async def refresh(acct: Account, *, force: bool = False, failed: str | None = None) -> bool:
         return False
 
     monkeypatch.setattr(lb.tokens, "refresh", refresh)

@@ -89,7 +89,8 @@ def test_request_shape_has_no_content() -> None:
 
 def test_access_line_fields() -> None:
     flow = make_flow(payload={"model": "gpt-5\nFAKE LINE"})
-    flow.account, flow.route, flow.status = make_account("a", label="acct1"), "sticky:hit", 200
+    flow.account, flow.status = make_account("a", label="acct1"), 200
+    flow.set_route("sticky", "hit")
     flow.usage = TokenUsage(input=10, cached=4, output=3, reasoning=1)
     flow.first_byte_at, flow.finished_at = flow.started_at + 0.0123, flow.started_at + 0.5
     line = access_line(access_fields(flow))

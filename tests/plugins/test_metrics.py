@@ -7,6 +7,7 @@ from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from codexlb.flow import Route
 from codexlb.testing.fake_faults import Fault
 from codexlb.testing.harness import ProxyHarness, proxy_server
 from codexlb.testing.secrets import register_secret
@@ -51,9 +52,8 @@ async def test_a_streamed_turn_and_a_failover_show_up(tmp_path: Path) -> None:
         proxy.fake.inject(None, Fault.usage_limit(resets_in_seconds=600))
         failed_over = await proxy.client.post("/backend-api/codex/responses", json=BODY)
         assert ":fallback-after-429 from=" in failed_over.headers["x-codexlb-route"]
-        assert route_reason(failed_over.headers["x-codexlb-route"]) == "sticky:fallback-after-429"  # no ids
         text = await wait_for(proxy, "codexlb_requests_total", 1, route="codex_responses", status="200",
-                              reason=route_reason(failed_over.headers["x-codexlb-route"]))
+                              reason="sticky:fallback-after-429")  # without the ids of from=.. to=..
         assert sum(v for (name, _), v in samples(text).items() if name == "codexlb_requests_total") == 2
         assert "codexlb_requests_created" not in text
         assert value(text, "codexlb_ttfb_seconds_count", route="codex_responses") == 2
@@ -84,8 +84,9 @@ async def test_an_active_stream_is_counted_while_it_runs(tmp_path: Path) -> None
                 if not seen:
                     seen.append(value(await scrape(proxy), "codexlb_active_streams"))
         assert seen == [1]
+        assert response.headers["x-codexlb-route"] == "sticky:new"
         await wait_for(proxy, "codexlb_requests_total", 1, route="codex_responses", status="200",
-                       reason=route_reason(response.headers["x-codexlb-route"]))
+                       reason="sticky:new")
         assert value(await scrape(proxy), "codexlb_active_streams") == 0
 
 
@@ -122,9 +123,10 @@ def test_labels_stay_bounded() -> None:
     assert account_label(make_account("0123456789", label="team-a")) == "team-a"
     assert error_class("some_new_upstream_code", 503) == "http_5xx"
     assert error_class("whatever") == "other"
-    assert route_reason("sticky:fallback-after-anything_goes") == "sticky:fallback-after-other"
-    assert route_reason("least_used:fallback-after-429") == "least_used:fallback-after-429"
-    assert route_reason("") == "none"
+    assert route_reason(Route("sticky", "fallback-after-anything_goes")) == "sticky:fallback-after-other"
+    assert route_reason(Route("least_used", "fallback-after-429")) == "least_used:fallback-after-429"
+    assert route_reason(Route("sticky", "moved-cap", "from=0123abcd to=4567ef01")) == "sticky:moved-cap"
+    assert route_reason(None) == "none"
 
 
 async def test_client_keys_do_not_guard_metrics(tmp_path: Path) -> None:

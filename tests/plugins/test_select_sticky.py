@@ -99,17 +99,17 @@ def test_codex_resume_fixture_turns_share_the_session_key() -> None:
 async def test_no_key_hands_over() -> None:
     flow = make_flow(payload={"model": "m"})
     assert await sticky().select_account(flow, ACCOUNTS, None) is None
-    assert flow.route == "sticky:no-key" and flow.session_key is None
+    assert str(flow.route) == "sticky:no-key" and flow.session_key is None
     retry = make_flow(payload={"model": "m"})
-    retry.route = "least_used:fallback-after-429"
+    retry.set_route("least_used", "fallback-after-429")
     assert await sticky().select_account(retry, ACCOUNTS, None) is None
-    assert retry.route == "least_used:fallback-after-429"
+    assert str(retry.route) == "least_used:fallback-after-429"
 
 
 async def test_session_key_is_stored_raw() -> None:
     flow = keyed("01a20d4f-8cf7-7583-9757-e13c3c5633a0")
     await sticky().select_account(flow, ACCOUNTS, None)
-    assert flow.session_key == "01a20d4f-8cf7-7583-9757-e13c3c5633a0" and flow.route == "sticky:new"
+    assert flow.session_key == "01a20d4f-8cf7-7583-9757-e13c3c5633a0" and str(flow.route) == "sticky:new"
 
 
 # -- placement -------------------------------------------------------------------------------
@@ -170,24 +170,24 @@ async def test_unusable_account_moves_to_next_in_rendezvous_order_and_stays() ->
     by_id = {a.id: a for a in ACCOUNTS}
     plugin = sticky()
     flow = keyed("conv")
-    assert await plugin.select_account(flow, ACCOUNTS, None) is by_id[order[0]] and flow.route == "sticky:new"
+    assert await plugin.select_account(flow, ACCOUNTS, None) is by_id[order[0]] and str(flow.route) == "sticky:new"
     flow = keyed("conv")
-    assert await plugin.select_account(flow, ACCOUNTS, None) is by_id[order[0]] and flow.route == "sticky:hit"
+    assert await plugin.select_account(flow, ACCOUNTS, None) is by_id[order[0]] and str(flow.route) == "sticky:hit"
     cooling = by_id[order[0]]
     flow = keyed("conv")
     assert await plugin.select_account(flow, [a for a in ACCOUNTS if a is not cooling], None) is by_id[order[1]]
-    assert flow.route == f"sticky:moved-unavailable from={order[0][:8]} to={order[1][:8]}"
+    assert str(flow.route) == f"sticky:moved-unavailable from={order[0][:8]} to={order[1][:8]}"
     flow = keyed("conv")  # the first account is back; the conversation stays where its cache is
-    assert await plugin.select_account(flow, ACCOUNTS, None) is by_id[order[1]] and flow.route == "sticky:hit"
+    assert await plugin.select_account(flow, ACCOUNTS, None) is by_id[order[1]] and str(flow.route) == "sticky:hit"
 
 
 async def test_retry_keeps_the_core_reason_and_takes_the_next_account() -> None:
     order = await ranking("conv", ACCOUNTS)
     flow = keyed("conv")
     flow.attempts.append(Attempt(order[0], None, 429))
-    flow.route = "sticky:fallback-after-429"
+    flow.set_route("sticky", "fallback-after-429")
     chosen = await sticky().select_account(flow, [a for a in ACCOUNTS if a.id != order[0]], None)
-    assert chosen is not None and chosen.id == order[1] and flow.route == "sticky:fallback-after-429"
+    assert chosen is not None and chosen.id == order[1] and str(flow.route) == "sticky:fallback-after-429"
 
 
 async def test_low_pinned_account_is_ridden_to_the_end_but_takes_no_new_conversations() -> None:
@@ -198,10 +198,10 @@ async def test_low_pinned_account_is_ridden_to_the_end_but_takes_no_new_conversa
     assert await plugin.select_account(keyed("conv"), accounts, None) is by_id[order[0]]
     by_id[order[0]].primary.used_percent = 98.5
     flow = keyed("conv")  # what is left still pays for turns: the conversation keeps its cache
-    assert await plugin.select_account(flow, accounts, None) is by_id[order[0]] and flow.route == "sticky:hit"
+    assert await plugin.select_account(flow, accounts, None) is by_id[order[0]] and str(flow.route) == "sticky:hit"
     flow = keyed("conv")  # spent: the pool no longer offers it, the conversation moves once
     assert await plugin.select_account(flow, [a for a in accounts if a.id != order[0]], None) is by_id[order[1]]
-    assert flow.route == f"sticky:moved-unavailable from={order[0][:8]} to={order[1][:8]}"
+    assert str(flow.route) == f"sticky:moved-unavailable from={order[0][:8]} to={order[1][:8]}"
     assert await sticky().select_account(keyed("conv"), accounts, None) is by_id[order[1]]  # new: skips the low one
     by_id[order[1]].secondary.used_percent = 99.0  # the next one is low on its week: skip it too
     assert await sticky().select_account(keyed("conv"), accounts, None) is by_id[order[2]]
@@ -211,7 +211,7 @@ async def test_low_pinned_account_is_ridden_to_the_end_but_takes_no_new_conversa
         by_id[other].primary.used_percent = 20.0
     flow = keyed("conv")
     assert await sticky().select_account(flow, accounts, None) is by_id[order[0]]
-    assert flow.route == "sticky:new"
+    assert str(flow.route) == "sticky:new"
 
 
 async def test_everyone_low_keeps_the_plain_ranking() -> None:
@@ -219,7 +219,7 @@ async def test_everyone_low_keeps_the_plain_ranking() -> None:
     order = await ranking("conv", accounts)
     flow = keyed("conv")
     assert (await sticky().select_account(flow, accounts, None)).id == order[0]  # type: ignore[union-attr]
-    assert flow.route == "sticky:new"
+    assert str(flow.route) == "sticky:new"
 
 
 async def test_min_remaining_zero_never_moves() -> None:
@@ -312,12 +312,12 @@ async def test_moved_conversation_stays_after_home_recovers() -> None:
         moved_flow = turn()
         moved = await plugin.select_account(moved_flow, [a for a in accounts if a is not home], app)
         assert moved is not home
-        assert moved_flow.route == ("sticky:new" if back_home else
+        assert str(moved_flow.route) == ("sticky:new" if back_home else
                                     f"sticky:moved-unavailable from={home.id[:8]} to={moved.id[:8]}")
         again = turn()
         chosen = await plugin.select_account(again, accounts, app)  # home is usable again
         assert (chosen is home) is back_home
-        assert again.route == ("sticky:new" if back_home else "sticky:hit")
+        assert str(again.route) == ("sticky:new" if back_home else "sticky:hit")
 
 
 async def test_moved_conversation_stays_on_a_low_account_while_it_is_usable() -> None:
@@ -335,7 +335,7 @@ async def test_moved_conversation_stays_on_a_low_account_while_it_is_usable() ->
     moved = await plugin.select_account(flow_for(payload=body), [a for a in accounts if a is not home], app)
     moved.primary.used_percent = 99.5
     flow = flow_for(payload=body)
-    assert await plugin.select_account(flow, accounts, app) is moved and flow.route == "sticky:hit"
+    assert await plugin.select_account(flow, accounts, app) is moved and str(flow.route) == "sticky:hit"
     assert home is not moved  # it stays where its cache is; it does not go back either
 
 
@@ -376,4 +376,4 @@ async def test_pins_warmed_from_the_request_log_after_a_restart(tmp_path: Path) 
         await restarted.startup(proxy.lb)
         flow = make_flow(payload=body)
         chosen = await restarted.select_account(flow, proxy.lb.pool.usable(), proxy.lb)
-        assert chosen is not None and chosen.label == new and flow.route == "sticky:hit"
+        assert chosen is not None and chosen.label == new and str(flow.route) == "sticky:hit"

@@ -111,7 +111,7 @@ async def test_prewarm_then_three_chained_turns(tmp_path: Path) -> None:
         assert len(last["input"]) == 8  # prewarm's item, turn 1's three, then each answer and input
     turns = [f for f in flows.done if f.request.endpoint == "codex_websocket"]
     assert len(turns) == 3 and all(f.status == 200 and f.usage is not None for f in turns)
-    assert [f.route for f in turns][0] == "sticky:new" and {f.route for f in turns[1:]} == {"sticky:hit"}
+    assert [str(f.route) for f in turns][0] == "sticky:new" and {str(f.route) for f in turns[1:]} == {"sticky:hit"}
     assert all(f.session_key_hash for f in turns) and len({f.account.id for f in turns if f.account}) == 1
 
 
@@ -153,7 +153,7 @@ async def test_failover_on_429_before_the_first_event_rebuilds_the_context(tmp_p
         assert moved.account_id != first
         assert texts(moved.json["input"]) == ["turn 1", "Hello from the fake Codex upst", "turn 2"]
     second = [f for f in flows.done if f.request.endpoint == "codex_websocket"][-1]
-    assert second.route.startswith("sticky:fallback-after-429 from=") and len(second.attempts) == 2
+    assert str(second.route).startswith("sticky:fallback-after-429 from=") and len(second.attempts) == 2
     assert second.attempts[0].status == 429 and second.status == 200
 
 
