@@ -131,7 +131,7 @@ class ProxyResponse:
 
 FALLBACK_PREFIX = "fallback-after-"
 RETRY_AFTER_401 = "retry-after-401"
-RETRY_PREFIXES = (FALLBACK_PREFIX, "retry-after-")
+"""The core's route reason when an account is tried again after its token was refreshed."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,11 +142,6 @@ class Route:
     reason: str
     detail: str = ""
     """Words after the reason, e.g. ``from=1a2b3c4d to=5e6f7a8b`` when a conversation moved."""
-
-    @property
-    def retrying(self) -> bool:
-        """The reason is the core's, for a retry of this flow (``fallback-after-429``, ``retry-after-401``)."""
-        return self.reason.startswith(RETRY_PREFIXES)
 
     @property
     def fallback_after(self) -> str | None:
@@ -221,14 +216,11 @@ class Flow:
         return self._key_hash[1]
 
     def set_route(self, strategy: str, reason: str, detail: str = "") -> None:
-        """Record how this flow is routed; the one way to change :attr:`route`.
+        """Record how this flow is routed (the one way to change :attr:`route`).
 
-        On a retry the core's reason (``fallback-after-429``, ``retry-after-401``) stays, so a strategy
-        choosing again names itself without hiding why the flow is retried. A new retry reason replaces it.
+        On a retry the core puts its own reason (``fallback-after-429``, ``retry-after-401``) in
+        place of the strategy's once the strategy has chosen.
         """
-        current = self.route
-        if current is not None and current.retrying and not reason.startswith(RETRY_PREFIXES):
-            reason = current.reason
         self.route = Route(strategy, reason, detail)
 
     def reject(self, status: int, code: str, message: str, **extra: Any) -> None:

@@ -140,6 +140,7 @@ class Pipeline:
         pool, tokens, settings = self.app.pool, self.app.tokens, self.app.settings
         refreshed: set[str] = set()
         last_error: UpstreamError | None = None
+        retry: str | None = None  # the core's route reason once the flow is retried
         loop = asyncio.get_running_loop()
         overall = None
         if adapter.streams_upstream:
@@ -163,16 +164,18 @@ class Pipeline:
             account = await self.hooks.select_account(flow, candidates)
             if account is None:
                 break
+            if retry is not None:
+                self._retry_route(flow, retry, keep_detail=True)
             flow.account = account
             attempt = UpstreamAttempt(self.app, flow, account)
             try:
                 response = await attempt.send(self.hooks.send_upstream, deadline)
             except UpstreamError as exc:
-                strategy = flow.route.strategy if flow.route is not None else "route"
                 if exc.upstream_status == 401 and account.id not in refreshed:
                     refreshed.add(account.id)
                     if await tokens.refresh(account, force=True, failed=attempt.token):
-                        flow.set_route(strategy, RETRY_AFTER_401)
+                        retry = RETRY_AFTER_401
+                        self._retry_route(flow, retry)
                         continue
                 flow.attempts.append(Attempt(account.id, exc, exc.upstream_status))
                 self._penalise(account, exc)
@@ -180,12 +183,20 @@ class Pipeline:
                 last_error = exc
                 if not exc.retryable:
                     raise
-                flow.set_route(strategy, fallback_reason(exc.upstream_status or exc.code))
+                retry = fallback_reason(exc.upstream_status or exc.code)
+                self._retry_route(flow, retry)
                 continue
             flow.attempts.append(Attempt(account.id, None, response.status))
             pool.touch(account)
             return response
         raise self._no_account(last_error)
+
+    @staticmethod
+    def _retry_route(flow: Flow, reason: str, *, keep_detail: bool = False) -> None:
+        """The route with the core's reason for a retry, in place of the strategy's own."""
+        route = flow.route
+        strategy = route.strategy if route is not None else "route"
+        flow.set_route(strategy, reason, route.detail if route is not None and keep_detail else "")
 
     def _deadline(self, overall: Deadline, now: float) -> Deadline:
         """This attempt's first-byte deadline: its own limit, or the request's if that comes first."""

@@ -204,7 +204,7 @@ class SelectSticky:
             flow.set_route(NAME, "new")
         else:
             why = "low-headroom" if pinned is not None else self._why_gone(app, pinned_id)
-            # a retry keeps the core's reason (fallback-after-429, ...)
+            # on a retry the core's reason (fallback-after-429, ...) takes the place of moved-<why>
             flow.set_route(NAME, f"moved-{why}", f"from={pinned_id[:8]} to={chosen.id[:8]}")
             self._moved.add(pin)
         self._pin(pin, chosen.id)

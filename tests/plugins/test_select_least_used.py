@@ -106,17 +106,6 @@ async def test_no_candidates() -> None:
     assert await pick([]) is None
 
 
-async def test_retry_keeps_the_core_reason() -> None:
-    flow = make_flow()
-    flow.set_route("sticky", "fallback-after-429")
-    await least_used().select_account(flow, [make_account("a")])
-    assert str(flow.route) == "least_used:fallback-after-429"
-    fresh = make_flow()
-    fresh.set_route("sticky", "no-key")
-    await least_used().select_account(fresh, [make_account("a")])
-    assert str(fresh.route) == "least_used:most-remaining"
-
-
 @pytest.mark.parametrize("value", [-1, 86401, "soon", True])
 def test_bad_reset_soon_seconds(value: Any) -> None:
     with pytest.raises(ConfigError, match=r"\[plugins.select_least_used\] reset_soon_seconds"):
