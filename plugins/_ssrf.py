@@ -12,7 +12,6 @@ import asyncio
 import ipaddress
 import socket
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 from aiohttp.abc import AbstractResolver, ResolveResult
 
@@ -145,8 +144,3 @@ def check_literal(host: str, policy: AddressPolicy) -> None:
     reason = policy(address)
     if reason is not None:
         raise FetchRefused(f"address {address} is {reason}")
-
-
-def allow_all(address: Any) -> None:
-    """A policy that allows every address (tests only)."""
-    return None

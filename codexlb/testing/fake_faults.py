@@ -60,11 +60,6 @@ class Fault:
             return "authorize"
         return "responses"
 
-    @property
-    def is_stream_fault(self) -> bool:
-        """Whether the fault shapes a 200 SSE stream (so it applies to ``responses`` only)."""
-        return self.kind in STREAM_FAULTS
-
     # -- HTTP answers ------------------------------------------------------------------------------
 
     @classmethod

@@ -15,16 +15,13 @@ from collections.abc import Mapping
 from typing import Any
 
 from codexlb.endpoints import Adapter
-from codexlb.errors import FlowError
 from codexlb.sse_frames import format_event
 
 CLOSE_NORMAL = 1000
 CLOSE_GOING_AWAY = 1001
 CLOSE_UNSUPPORTED = 1003
 CLOSE_INVALID_DATA = 1007
-CLOSE_POLICY = 1008
 CLOSE_TOO_BIG = 1009
-CLOSE_INTERNAL = 1011
 ERROR_HEADERS = ("retry-after", "x-should-retry", "x-request-id")
 """Answer headers an in-band error carries in its ``headers`` (Codex reads them as response headers)."""
 LOCAL_FIELDS = ("type", "previous_response_id", "generate", "background")
@@ -109,7 +106,3 @@ class WebSocketAdapter(Adapter):
         payload = {"type": "error", "status": status,
                    "error": {"type": "server_error", "code": code, "message": message}}
         return format_event("error", payload)
-
-
-def flow_error_frame(exc: FlowError) -> str:
-    return error_frame_of(exc.status, json.dumps(exc.body()).encode(), list(exc.headers.items()))
