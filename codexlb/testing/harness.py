@@ -5,7 +5,8 @@
 
 ``proxy.url`` is the proxy's base URL, ``proxy.fake`` the :class:`FakeUpstream`,
 ``proxy.lb`` the running :class:`codexlb.app.CodexLB`, ``proxy.accounts`` the fake accounts
-that were imported into the pool (in order).
+that were imported into the pool (in order). ``await proxy.settle()`` waits for the background
+work of the answers received so far (``flow_done``, the request log, the pool's state).
 """
 
 from __future__ import annotations
@@ -53,6 +54,22 @@ class ProxyHarness:
     lb: CodexLB
     client: httpx.AsyncClient
     accounts: list[Any] = field(default_factory=list)
+
+    async def settle(self) -> None:
+        """Wait until the background work of every answer received so far is done.
+
+        Every ``flow_done`` has run (they run after the last byte, as background tasks), the rows
+        ``log_db`` buffered are in the database, and changed account state is stored.
+        """
+        quart = self.lb.quart
+        assert quart is not None
+        while quart.background_tasks:  # tasks finishing now may have added more
+            await asyncio.gather(*quart.background_tasks, return_exceptions=True)
+        log_db = self.lb.pm.get_plugin("log_db")
+        if log_db is not None:
+            await log_db.flush()
+        if self.lb.store is not None:
+            await self.lb.pool.flush(self.lb.store)
 
 
 async def import_fake_accounts(lb: CodexLB, fake_accounts: Iterable[Any]) -> None:

@@ -32,8 +32,9 @@ async def test_rows_written_with_usage_route_and_timing(tmp_path: Path) -> None:
             response = await proxy.client.post("/backend-api/codex/responses", json=BODY)
             assert response.status_code == 200
         await proxy.client.post("/v1/responses", content=b"{not json", headers={"content-type": "application/json"})
-        assert await _settle(plugin) == 4
+        await proxy.settle()
         rows = [SimpleNamespace(**r) for r in await recent_request_logs(proxy.lb.sessionmaker, limit=10)]
+    assert len(rows) == 4 and not plugin.buffer
     ok = [r for r in rows if r.status == 200]
     assert len(ok) == 3 and all(r.endpoint == "codex_responses" and r.model == "gpt-5.5" for r in ok)
     assert all(r.output_tokens and r.input_tokens and r.ttfb_ms is not None for r in ok)
@@ -41,17 +42,6 @@ async def test_rows_written_with_usage_route_and_timing(tmp_path: Path) -> None:
     assert all(r.route and r.route.startswith("round_robin:") for r in ok)
     bad = next(r for r in rows if r.status == 400)
     assert bad.error_code == "invalid_json" and bad.account_id is None
-
-
-async def _settle(plugin: LogDB) -> int:
-    """Wait for the background flow_done tasks, then flush."""
-    import asyncio
-
-    for _ in range(200):
-        if len(plugin.buffer) >= 4:
-            break
-        await asyncio.sleep(0.01)
-    return await plugin.flush()
 
 
 async def test_database_down_keeps_rows_and_retries(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,

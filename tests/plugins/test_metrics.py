@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
@@ -36,14 +35,10 @@ async def scrape(proxy: ProxyHarness, **headers: str) -> str:
     return response.text
 
 
-async def wait_for(proxy: ProxyHarness, name: str, wanted: float, **labels: str) -> str:
-    """Scrape until a counter reaches ``wanted`` (flow_done runs after the answer, in the background)."""
-    for _ in range(200):
-        text = await scrape(proxy)
-        if (value(text, name, **labels) or 0) >= wanted:
-            return text
-        await asyncio.sleep(0.01)
-    raise AssertionError(f"{name}{labels} never reached {wanted}:\n{text}")
+async def settled(proxy: ProxyHarness) -> str:
+    """A scrape once the answers' background work is done (flow_done runs after the last byte)."""
+    await proxy.settle()
+    return await scrape(proxy)
 
 
 async def test_a_streamed_turn_and_a_failover_show_up(tmp_path: Path) -> None:
@@ -52,8 +47,9 @@ async def test_a_streamed_turn_and_a_failover_show_up(tmp_path: Path) -> None:
         proxy.fake.inject(None, Fault.usage_limit(resets_in_seconds=600))
         failed_over = await proxy.client.post("/backend-api/codex/responses", json=BODY)
         assert ":fallback-after-429 from=" in failed_over.headers["x-codexlb-route"]
-        text = await wait_for(proxy, "codexlb_requests_total", 1, route="codex_responses", status="200",
-                              reason="sticky:fallback-after-429")  # without the ids of from=.. to=..
+        text = await settled(proxy)
+        assert value(text, "codexlb_requests_total", route="codex_responses", status="200",
+                     reason="sticky:fallback-after-429") == 1  # without the ids of from=.. to=..
         assert sum(v for (name, _), v in samples(text).items() if name == "codexlb_requests_total") == 2
         assert "codexlb_requests_created" not in text
         assert value(text, "codexlb_ttfb_seconds_count", route="codex_responses") == 2
@@ -85,8 +81,8 @@ async def test_an_active_stream_is_counted_while_it_runs(tmp_path: Path) -> None
                     seen.append(value(await scrape(proxy), "codexlb_active_streams"))
         assert seen == [1]
         assert response.headers["x-codexlb-route"] == "sticky:new"
-        await wait_for(proxy, "codexlb_requests_total", 1, route="codex_responses", status="200",
-                       reason="sticky:new")
+        assert value(await settled(proxy), "codexlb_requests_total", route="codex_responses", status="200",
+                     reason="sticky:new") == 1
         assert value(await scrape(proxy), "codexlb_active_streams") == 0
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 from collections import Counter
@@ -350,7 +349,6 @@ def test_max_pins_validated() -> None:
 
 
 async def test_pins_warmed_from_the_request_log_after_a_restart(tmp_path: Path) -> None:
-    from plugins.log_db import LogDB
     from plugins.select_sticky import SelectSticky as Sticky
 
     body = {"model": "gpt-5.5", "stream": True, "store": False, "prompt_cache_key": "conv-restart",
@@ -363,12 +361,7 @@ async def test_pins_warmed_from_the_request_log_after_a_restart(tmp_path: Path) 
         moved = await proxy.client.post("/backend-api/codex/responses", json=body)
         new = moved.headers["x-codexlb-account"]
         assert new != home
-        log_db: LogDB = proxy.lb.pm.get_plugin("log_db")
-        for _ in range(200):
-            if len(log_db.buffer) >= 2:
-                break
-            await asyncio.sleep(0.01)
-        await log_db.flush()
+        await proxy.settle()  # both turns are in the request log
         for account in proxy.lb.pool.all():  # the home account recovered
             account.cooldown_until, account.status = 0.0, AccountStatus.ACTIVE
         restarted = Sticky()

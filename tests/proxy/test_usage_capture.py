@@ -6,7 +6,9 @@ from pathlib import Path
 
 from sqlalchemy import event
 
+from codexlb.testing.fake_sse import parse_sse
 from codexlb.testing.harness import proxy_server
+from codexlb.types import TokenUsage
 from tests.proxy.conftest import PIPELINE
 from tests.proxy.test_failover import BODY
 
@@ -24,6 +26,13 @@ async def test_rate_limits_reach_the_pool_before_the_next_selection(tmp_path: Pa
         assert account.primary.resets_at and account.last_used_at
 
 
+def sent_usage(sse: bytes) -> TokenUsage:
+    """The usage the upstream's ``response.completed`` carried, read from the bytes the client got."""
+    usage = next(data["response"]["usage"] for name, data in parse_sse(sse) if name == "response.completed")
+    return TokenUsage(usage["input_tokens"], usage["input_tokens_details"]["cached_tokens"],
+                      usage["output_tokens"], usage["output_tokens_details"]["reasoning_tokens"])
+
+
 async def test_tokens_captured_from_response_completed(tmp_path: Path) -> None:
     captured = []
 
@@ -35,18 +44,13 @@ async def test_tokens_captured_from_response_completed(tmp_path: Path) -> None:
             captured.append(flow.usage)
 
     async with proxy_server(tmp_path, accounts=1, pipeline=PIPELINE, plugins=[Spy()]) as proxy:
-        body = {**BODY, "prompt_cache_key": "conv-7"}
-        await proxy.client.post("/backend-api/codex/responses", json=body)
-        await proxy.client.post("/backend-api/codex/responses", json=body)
-        for _ in range(100):
-            if len(captured) == 2:
-                break
-            import asyncio
-
-            await asyncio.sleep(0.01)
+        body = {**BODY, "prompt_cache_key": "conv-7", "reasoning": {"effort": "low"}}
+        answers = [await proxy.client.post("/backend-api/codex/responses", json=body) for _ in range(2)]
+        await proxy.settle()
+    assert captured == [sent_usage(answer.content) for answer in answers]
     first, second = captured
     assert first.input > 0 and first.output > 0 and first.cached == 0
-    assert second.cached > 0 and second.reasoning >= 0
+    assert second.cached > 0 and second.reasoning > 0
 
 
 async def test_no_database_round_trip_while_proxying(tmp_path: Path) -> None:
