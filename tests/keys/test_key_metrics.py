@@ -7,7 +7,7 @@ from pathlib import Path
 from codexlb.testing.harness import proxy_server
 from codexlb.testing.secrets import register_secret
 from tests.keys.conftest import BODY, PATH, bearer, make_key
-from tests.plugins.test_metrics import value, wait_for
+from tests.plugins.test_metrics import settled, value
 
 PIPELINE = ("firewall", "api_keys", "select_round_robin", "upstream", "sse_limit", "metrics")
 STATIC = "sk-static-metrics-key-00000000000000001"
@@ -21,8 +21,9 @@ async def test_key_series_are_labelled_by_key_name(tmp_path: Path) -> None:
             assert (await proxy.client.post(PATH, json=BODY, headers=bearer(alice))).status_code == 200
         assert (await proxy.client.post(PATH, json=BODY, headers={"x-api-key": STATIC})).status_code == 200
         assert (await proxy.client.post(PATH, json=BODY)).status_code == 401  # no key: no key series
-        text = await wait_for(proxy, "codexlb_key_requests_total", 2, key="alice")
-        text = await wait_for(proxy, "codexlb_key_requests_total", 1, key="CODEX_LB_API_KEYS")
+        text = await settled(proxy)
+        assert value(text, "codexlb_key_requests_total", key="alice") == 2
+        assert value(text, "codexlb_key_requests_total", key="CODEX_LB_API_KEYS") == 1
         assert (value(text, "codexlb_key_tokens_total", key="alice", kind="output") or 0) > 0
         keys = {line.split('key="', 1)[1].split('"', 1)[0] for line in text.splitlines()
                 if line.startswith("codexlb_key_requests_total{")}
