@@ -88,6 +88,7 @@ class Result:
     input: int = 0
     cost: float = 0.0
     route: str = ""
+    """``strategy:reason`` of the turn (without the route's detail)."""
     quota_left: bool = True
     reset_ok: bool | None = None
     retry_at: float | None = None
@@ -288,7 +289,7 @@ class ProxyArm:
         await self.app.hooks.flow_done(flow)
         account = flow.account.id if flow.account and response.status == 200 else None
         if response.status != 200:
-            result = Result(conv.id, None, response.status, route=flow.route, quota_left=quota)
+            result = Result(conv.id, None, response.status, route=route_of(flow), quota_left=quota)
             if response.status == 429:
                 body = json.loads(response.body)  # type: ignore[arg-type]
                 told = float(body["error"].get("resets_at") or 0)
@@ -299,7 +300,12 @@ class ProxyArm:
         usage = flow.usage
         cost = sum(s.cost for s in sim.stats.values()) - sum(before.values())
         return Result(conv.id, account, 200, usage.cached if usage else 0, usage.input if usage else 0, cost,
-                      flow.route)
+                      route_of(flow))
+
+
+def route_of(flow: Flow) -> str:
+    route = flow.route
+    return f"{route.strategy}:{route.reason}" if route is not None else ""
 
 
 def summarise(state: ArmState, conversations: int) -> dict[str, Any]:
@@ -321,7 +327,7 @@ def summarise(state: ArmState, conversations: int) -> dict[str, Any]:
         "exhausted_429": sum(1 for r in bad if r.status == 429 and not r.quota_left),
         "wrong_reset": sum(1 for r in bad if r.reset_ok is False),
         "errors": dict(Counter(str(r.status) for r in bad)),
-        "routes": dict(Counter(r.route.split(" ")[0] for r in state.results if r.route)),
+        "routes": dict(Counter(r.route for r in state.results if r.route)),
     }
 
 
