@@ -201,7 +201,8 @@ async def send_upstream(flow: Flow, account: Account, token: str, app: AppView) 
         the body as bytes when the status is not 200 (read with a bound), and a byte stream for a
         streamed answer; or ``None`` to let the next plugin send it.
     :raises codexlb.UpstreamError: the transport failed before an answer; build it with
-        ``codexlb.upstream_errors`` (``unreachable``, ``upstream_timeout``, ...).
+        ``codexlb.upstream_errors`` (``unreachable``, ``upstream_timeout``, ...). A stream that
+        breaks later raises ``stream_broken(...)`` from inside the stream.
 
     Stops at first non-None result. The core does the rest around this hook: it applies the
     ``x-codex-*`` rate-limit headers to the account, classifies a failed answer (which ones fail
