@@ -183,4 +183,5 @@ def create_app(settings: Settings | None = None, *, plugins: Iterable[object] = 
 
 def lb_of(app: Quart) -> CodexLB:
     """The :class:`CodexLB` of a Quart app built by :func:`create_app`."""
-    return app.codexlb  # type: ignore[attr-defined]
+    lb: CodexLB = app.codexlb  # type: ignore[attr-defined]
+    return lb

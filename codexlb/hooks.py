@@ -118,10 +118,14 @@ class Hooks:
     # -- routing -------------------------------------------------------------------------
 
     async def select_account(self, flow: Flow, candidates: Sequence[Account]) -> Account | None:
-        return await self._first("select_account", flow=flow, candidates=candidates, app=self.app)
+        account: Account | None = await self._first("select_account", flow=flow, candidates=candidates,
+                                                    app=self.app)
+        return account
 
     async def send_upstream(self, flow: Flow, account: Account, token: str) -> ProxyResponse | None:
-        return await self._first("send_upstream", flow=flow, account=account, token=token, app=self.app)
+        response: ProxyResponse | None = await self._first("send_upstream", flow=flow, account=account,
+                                                           token=token, app=self.app)
+        return response
 
     async def account_failed(self, flow: Flow, account: Account, error: FlowError) -> None:
         await self._observe("account_failed", flow=flow, account=account, error=error, app=self.app)

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from sqlalchemy import text
 
@@ -134,7 +134,7 @@ class AdvisoryLockLeadership:
             self._engine = None
 
 
-def make_leadership(settings: Settings, instance: str) -> Any:
+def make_leadership(settings: Settings, instance: str) -> SoloLeadership | AdvisoryLockLeadership:
     """The leadership for the configured database."""
     if settings.database_url.startswith("postgresql"):
         return AdvisoryLockLeadership(settings, instance)

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 
 from codexlb.jobs.base import LEADER_KEY, META_PREFIX, Clock, Job, JobStatus, instance_identity, read_statuses
-from codexlb.jobs.leader import make_leadership
+from codexlb.jobs.leader import AdvisoryLockLeadership, SoloLeadership, make_leadership
 from codexlb.jobs.models import ModelRegistryJob
 from codexlb.jobs.tokens import TokenRefreshJob
 from codexlb.jobs.usage import UsageRefreshJob
@@ -44,7 +44,7 @@ class Scheduler:
         self.models = ModelRegistryJob(lb, clock)
         self.tokens = TokenRefreshJob(lb, clock)
         self.jobs: dict[str, Job] = {j.name: j for j in (self.usage, self.models, self.tokens)}
-        self.leadership: Any = None
+        self.leadership: SoloLeadership | AdvisoryLockLeadership | None = None
         self.client: httpx.AsyncClient | None = None
         self.tasks = TaskSet()
         self.leader_since: float | None = None

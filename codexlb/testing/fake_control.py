@@ -22,6 +22,7 @@ from collections import Counter
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
+from aiohttp.typedefs import Handler
 
 if TYPE_CHECKING:
     from codexlb.testing.fake_accounts import FakeAccount
@@ -56,7 +57,7 @@ class FakeControl:
             web.post("/_fake/accounts", self._add_accounts), web.post("/_fake/usage", self._usage),
         ]
 
-    async def handle(self, request: web.Request, handler: Any) -> web.StreamResponse:
+    async def handle(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         """Loopback check and JSON errors for unknown control routes (nothing is recorded)."""
         if not _is_loopback(request.remote):
             return _error(403, "the /_fake/ control endpoint answers loopback clients only")

@@ -90,7 +90,8 @@ def _decode_one(coding: str, data: bytes) -> bytes:
     if coding == "br":
         import brotli
 
-        return brotli.decompress(data)
+        decoded: bytes = brotli.decompress(data)
+        return decoded
     if coding == "identity":
         return data
     raise LookupError(coding)

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import web
+from aiohttp.typedefs import Handler
 
 from codexlb.testing.fake_accounts import FakeAccount, Window
 from codexlb.testing.fake_backend import FakeBackend
@@ -228,8 +229,9 @@ class FakeUpstream:
                     entry[1] -= 1
                     if entry[1] == 0:
                         queue.pop(0)
-                self.faults_fired[entry[0].kind] += 1
-                return entry[0]
+                fault: Fault = entry[0]
+                self.faults_fired[fault.kind] += 1
+                return fault
         return None
 
     def requests_for(
@@ -254,7 +256,7 @@ class FakeUpstream:
     # -- plumbing ----------------------------------------------------------------------------------
 
     @web.middleware
-    async def _middleware(self, request: web.Request, handler: Any) -> web.StreamResponse:
+    async def _middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         if request.path.startswith(CONTROL_PREFIX):
             return await self.control.handle(request, handler)
         raw = await request.read()

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import WSMsgType, web
 
 from codexlb.testing.fake_accounts import FakeAccount
-from codexlb.testing.fake_backend import STREAM_FAULTS
+from codexlb.testing.fake_faults import STREAM_FAULTS
 from codexlb.testing.fake_records import RecordedRequest, recorded
 from codexlb.testing.fake_sse import build_events, failed_events
 

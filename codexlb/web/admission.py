@@ -85,7 +85,7 @@ async def admit() -> Any:
 
 def admitted_flow() -> Flow:
     """The flow :func:`admit` let in for this request; a view reached without admission fails."""
-    flow = g.get(FLOW_KEY)
+    flow: Flow | None = g.get(FLOW_KEY)
     if flow is None:
         raise RuntimeError("a client route ran without admission")
     return flow

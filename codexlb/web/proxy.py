@@ -9,7 +9,7 @@ models it can use) and gets the cache only when that fails.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 from quart import Blueprint, Response, current_app, request
 
@@ -104,7 +104,7 @@ async def handle_models(endpoint: str) -> Response:
     return to_quart(lb, flow, result)
 
 
-def _view(endpoint: str):
+def _view(endpoint: str) -> Callable[[], Awaitable[Response]]:
     async def view() -> Response:
         if endpoint in ("models", "codex_models"):
             return await handle_models(endpoint)

@@ -13,6 +13,7 @@ from typing import Any
 from quart import current_app, redirect, request, url_for
 
 from codexlb.accounts import service
+from codexlb.accounts.oauth import LoginError
 from codexlb.accounts.service import ServiceError
 from codexlb.app import lb_of
 from codexlb.db.dashboard_queries import LogFilter, account_conversations, request_page, usage_points
@@ -117,7 +118,7 @@ async def oauth_complete() -> Any:
         return await _list(error="No browser login is in progress; start one first.", status=409)
     try:
         await current.complete(str(form.get("callback_url", "")))
-    except api.LoginError as exc:
+    except LoginError as exc:
         return await _list(error=exc.message, status=400)
     return redirect(url_for("dashboard.accounts", notice="Signed in; the account is in the pool."), 303)
 

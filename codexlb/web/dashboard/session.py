@@ -104,7 +104,8 @@ async def _ensure_secret() -> bool:
 async def current_session() -> DashboardSession | None:
     """The live session of this request's cookie, or ``None``."""
     if _SESSION in g:
-        return g.get(_SESSION)
+        cached: DashboardSession | None = g.get(_SESSION)
+        return cached
     found = None
     if ("QUART_AUTH" in current_app.extensions and COOKIE_NAME in current_request().cookies
             and await _ensure_secret()):
