@@ -68,7 +68,8 @@ async def plugin_us_per_flow(n: int = 100_000) -> float:
     metrics, flows = Metrics(), []
     for _ in range(1000):
         flow = make_flow(payload={"model": "gpt-5.5"})
-        flow.route, flow.status = "sticky:hit", 200
+        flow.status = 200
+        flow.set_route("sticky", "hit")
         flow.first_byte_at, flow.finished_at = flow.started_at + 0.01, flow.started_at + 0.2
         flow.attempts.append(Attempt("a", None, 200))
         flows.append(flow)
