@@ -14,6 +14,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 WINDOWS = ("5h", "day", "week", "month")
+METRICS = ("requests", "input_tokens", "output_tokens", "total_tokens")
 METRIC_ALIASES = {"requests": "requests", "tokens": "total_tokens", "total_tokens": "total_tokens",
                   "total": "total_tokens", "input_tokens": "input_tokens", "input": "input_tokens",
                   "output_tokens": "output_tokens", "output": "output_tokens"}

@@ -123,7 +123,8 @@ async def live_key(session: DashboardSession) -> ApiKey | None:
     A key that was revoked, expired, removed or rotated after the session began ends the session.
     """
     if _KEY in g:
-        return g.get(_KEY)
+        cached: ApiKey | None = g.get(_KEY)
+        return cached
     lb = lb_of(current_app)
     key = None
     if session.kind == "key" and session.subject and lb.sessionmaker is not None:
