@@ -175,7 +175,8 @@ async def select_account(flow: Flow, candidates: Sequence[Account], app: AppView
 
     Stops at first non-None result. Strategies are asked in ``[pipeline].plugins`` order.
     Call ``flow.set_route(strategy, reason)`` when choosing (shown as ``strategy:reason`` in the
-    ``x-codexlb-route`` header and the request log); on a retry the core's reason is kept.
+    ``x-codexlb-route`` header and the request log); on a retry the core shows its own reason
+    (``fallback-after-429``, ``retry-after-401``) in place of the strategy's.
 
     Example::
 
