@@ -313,9 +313,9 @@ def _known_driver(value: Any) -> bool:
 
 def _default(f: Field[Any]) -> Any:
     if f.name == "database_url":
-        return lambda dyn, _: f"sqlite+aiosqlite:///{Path(dyn.DATA_DIR) / 'store.db'}"
+        return lambda dyn, _: f"sqlite+aiosqlite:///{Path(str(dyn.DATA_DIR)) / 'store.db'}"
     if f.name == "encryption_key_file":
-        return lambda dyn, _: str(Path(dyn.DATA_DIR) / "encryption.key")
+        return lambda dyn, _: str(Path(str(dyn.DATA_DIR)) / "encryption.key")
     if f.default is not MISSING:
         return f.default
     factory: Callable[[], Iterable[Any]] = f.default_factory  # type: ignore[assignment]
