@@ -22,6 +22,7 @@ import sys
 
 from quart import Quart
 
+from codexlb import hypercorn_eof
 from codexlb.app import create_app, lb_of
 from codexlb.errors import ConfigError, PluginError
 from codexlb.logs import configure_logging
@@ -38,6 +39,7 @@ def _refuse(problems: list[str], status: int) -> SystemExit:
 
 def load_app() -> Quart:
     """Settings, logging and the app, whose start exits the process on a problem (status 2 or 1)."""
+    hypercorn_eof.install()
     try:
         settings = load_settings()
         configure_logging(settings)

@@ -114,8 +114,10 @@ async def serve(settings: Settings) -> int:
     from hypercorn.asyncio.run import worker_serve
     from hypercorn.utils import wrap_app
 
+    from codexlb import hypercorn_eof
     from codexlb.app import create_app, lb_of
 
+    hypercorn_eof.install()
     config = hypercorn_config(settings)
     try:
         sockets = bind_sockets(config, settings)

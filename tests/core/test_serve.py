@@ -140,3 +140,23 @@ async def test_fake_upstream_command(tmp_path: Path) -> None:
     finally:
         proc.terminate()
         await proc.wait()
+
+
+async def test_a_connection_the_client_closes_is_closed_at_once(tmp_path: Path, fake: FakeUpstream) -> None:
+    """An idle keep-alive connection ends when its client closes it, not 75 s later (keep_alive_timeout)."""
+    port = free_port()
+    proc = await start_server(tmp_path, serve_env(tmp_path, fake, port))
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+        assert head.startswith(b"HTTP/1.1 200") and b"connection: close" not in head.lower()
+        lines = head.lower().split(b"\r\n")
+        length = int(next(line.split(b":")[1] for line in lines if line.startswith(b"content-length")))
+        await reader.readexactly(length)
+        writer.write_eof()  # the client is done: the server must close its side now
+        assert await asyncio.wait_for(reader.read(), 10) == b""
+        writer.close()
+    finally:
+        proc.kill()
+        await proc.wait()
