@@ -65,6 +65,10 @@ async def _serve(args: argparse.Namespace, specs: list[dict[str, Any]]) -> None:
 
     from codexlb.testing.fake_upstream import FakeUpstream, write_auth_files
 
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):  # before anything is printed: a signal after the first line stops it
+        loop.add_signal_handler(sig, stop.set)
     async with FakeUpstream(host=args.host, port=args.port, events=args.events,
                             event_delay=args.event_delay) as fake:
         for _ in range(args.accounts):
@@ -91,8 +95,4 @@ async def _serve(args: argparse.Namespace, specs: list[dict[str, Any]]) -> None:
             path.write_text(json.dumps(info, indent=2) + "\n")
             path.chmod(0o600)
         print("READY", flush=True)
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
         await stop.wait()
