@@ -223,18 +223,26 @@ def slope_per_hour(rows: list[dict[str, Any]], key: str) -> float:
 def growth(rows: list[dict[str, Any]], key: str) -> float:
     """Median of the last third minus median of the first third."""
     third = max(1, len(rows) // 3)
-    return statistics.median(r[key] for r in rows[-third:]) - statistics.median(r[key] for r in rows[:third])
+    return float(statistics.median(r[key] for r in rows[-third:]) - statistics.median(r[key] for r in rows[:third]))
 
 
-async def idle_sample(pid: int, stats_file: Path, wait: float) -> dict[str, int]:
-    """Descriptors and tasks of the idle proxy after ``wait`` seconds without load."""
+async def idle_sample(pid: int, stats_file: Path, wait: float) -> dict[str, Any]:
+    """Descriptors (and what they are) and tasks of the idle proxy after ``wait`` seconds without load."""
     await asyncio.sleep(wait)
-    return {"fds": fds(pid), "tasks": read_stats(stats_file, time.time() - 2)[0]}
+    kinds: dict[str, int] = {}
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        kind = target.split(":")[0] if ":" in target else Path(target).name
+        kinds[kind] = kinds.get(kind, 0) + 1
+    return {"fds": sum(kinds.values()), "tasks": read_stats(stats_file, time.time() - 2)[0], "fd kinds": kinds}
 
 
 def verdict(rows: list[dict[str, Any]], warmup_s: float, errors: list[tuple[float, str]],
             injected: list[tuple[float, dict[str, Any]]], judge_flatness: bool,
-            idle: dict[str, dict[str, int]]) -> dict[str, Any]:
+            idle: dict[str, dict[str, Any]]) -> dict[str, Any]:
     steady = [r for r in rows if r["t_s"] >= warmup_s]
     breaking = [t for t, spec in injected if breaks(spec)]
     stray = [e for e in errors if not any(0 <= e[0] - t <= FAULT_WINDOW for t in breaking)]
