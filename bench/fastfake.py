@@ -3,8 +3,9 @@
 Answers come from a per-account cache built once with the fake's own event scripts (the same
 headers and 20-delta SSE body the normal handler sends), so the fake costs little per request and
 the proxy, not the fake, is what the benchmark measures. Usage is not counted (no 429 however long
-the run). A request header ``x-bench-hold: <seconds>`` spreads the events over that time instead of
-sending them at once (held streams). Other routes are the normal fake's.
+the run). A request header ``x-codex-bench-hold: <seconds>`` (an ``x-codex-`` name, so the proxy
+forwards it) spreads the events over that time instead of sending them at once (held streams).
+Other routes are the normal fake's.
 
     python -m bench.fastfake --port 0 --accounts 4 --info accounts.json   # prints "READY <port>"
 """
@@ -24,7 +25,7 @@ from codexlb.testing.fake_sse import build_events, frame, sample_request
 from codexlb.testing.fake_upstream import FakeAccount, FakeUpstream
 
 RESPONSES = "/backend-api/codex/responses"
-HOLD_HEADER = "x-bench-hold"
+HOLD_HEADER = "x-codex-bench-hold"
 
 
 class FastFake(FakeUpstream):

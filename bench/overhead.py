@@ -5,10 +5,12 @@
     .venv/bin/python -m bench.overhead --profile bench/out   # + py-spy profile of the proxy at c=64
 
 The fake upstream (``bench.fastfake``) and this load client share one core; the proxy (Hypercorn on
-uvloop, the default plugins that exist, a few imported accounts) gets the other, and so does the
-engine floor (``bench.floor_server``: the same stack with no pipeline). Every measurement runs against
-the fake directly, through the floor and through the proxy, interleaved in rotating order; the table
-shows all three with ratios. Requests are the 20-event streamed ``POST /backend-api/codex/responses``.
+uvloop, the default plugins that exist, a few imported accounts) gets the other, and so do two
+floors with no pipeline: ``floor`` (``bench.floor_server``: Quart + Hypercorn/uvloop + httpx over
+aiohttp) and ``bare`` (``bench.bare_floor``: the same with aiohttp directly, the proxy's own engine).
+Every measurement runs against the fake directly, through both floors and through the proxy,
+interleaved in rotating order; the table shows them all with the proxy's differences. The pipeline's
+cost targets are against ``bare``. Requests are the 20-event streamed ``POST /backend-api/codex/responses``.
 """
 
 from __future__ import annotations
@@ -176,9 +178,9 @@ async def profile(proxy: Target, out_dir: Path, secs: float, log: Callable[[str]
 
 
 def table(targets: list[Target], mem: dict[str, Any], held: int) -> tuple[str, dict[str, Any]]:
-    """The result table (every target, proxy/direct ratio, proxy minus direct and minus floor) and its data."""
+    """The result table (every target, proxy/direct ratio, proxy minus direct and minus each floor) and its data."""
     by = {t.name: t for t in targets}
-    proxy, floor = by["proxy"], by.get("floor")
+    floor, bare = by.get("floor"), by.get("bare")
     rows: list[tuple[str, Callable[[Target], float]]] = []
     for label, conc in LOADS:
         if conc > 1:
@@ -199,6 +201,7 @@ def table(targets: list[Target], mem: dict[str, Any], held: int) -> tuple[str, d
     names = [t.name for t in targets]
     head = f"{'metric':<24}" + "".join(f"{n:>10}" for n in names) + f"{'prx/dir':>9}{'prx-dir':>10}"
     head += f"{'prx-floor':>10}" if floor else ""
+    head += f"{'prx-bare':>10}" if bare else ""
     lines, data = [head], {}
     for metric, get in rows:
         values = {t.name: get(t) for t in targets}
@@ -206,11 +209,13 @@ def table(targets: list[Target], mem: dict[str, Any], held: int) -> tuple[str, d
         line = f"{metric:<24}" + "".join(f"{values[n]:>10.3f}" for n in names)
         line += f"{p / d if d else math.nan:>9.2f}{p - d:>+10.3f}"
         line += f"{p - values['floor']:>+10.3f}" if floor else ""
+        line += f"{p - values['bare']:>+10.3f}" if bare else ""
         lines.append(line)
         data[metric] = values
-    lines.append("direct = the fake itself (its CPU and RSS); CPU/RSS of floor and proxy are their own process's")
-    noise = ", ".join(f"{label} {proxy.foreign_pct(label):.0f}%" for label in ("c1", "c16", "c64", "held"))
-    lines.append(f"other processes on the proxy's core while measuring it (noise): {noise}")
+    lines.append("direct = the fake itself (its CPU and RSS); CPU/RSS of the floors and the proxy are their own")
+    for target in targets[1:]:
+        noise = ", ".join(f"{label} {target.foreign_pct(label):.0f}%" for label in ("c1", "c16", "c64", "held"))
+        lines.append(f"other processes on the {target.name}'s core while measuring it (noise): {noise}")
     for target in targets:
         total = Block()
         for block in target.blocks.values():
@@ -226,6 +231,8 @@ def table(targets: list[Target], mem: dict[str, Any], held: int) -> tuple[str, d
               ("RSS per held stream", data["KB per held stream"]["proxy"], 30.0, "KB", True)]
     lines.append("targets (proxy):")
     data["targets"] = {}
+    if bare:
+        checks += pipeline_checks(data)
     for name, value, goal, unit, lower in checks:
         ok = value <= goal if lower else value >= goal
         sign = "<=" if lower else ">="
@@ -233,6 +240,19 @@ def table(targets: list[Target], mem: dict[str, Any], held: int) -> tuple[str, d
         lines.append(f"  {verdict}  {name:<30}{value:>10.2f} {unit:<3} (target {sign} {goal:g} {unit})")
         data["targets"][name] = {"value": value, "goal": goal, "pass": ok}
     return "\n".join(lines), data
+
+
+def pipeline_checks(data: dict[str, Any]) -> list[tuple[str, float, float, str, bool]]:
+    """The pipeline's own cost against the bare floor: ``(name, value, goal, unit, lower is better)``."""
+
+    def minus(metric: str) -> float:
+        return float(data[metric]["proxy"] - data[metric]["bare"])
+
+    rps = data["c=64 req/s"]
+    return [("TTLB p50 at c=1 over bare", minus("c=1 TTLB p50 ms"), 0.15, "ms", True),
+            ("req/s at c=64, % of bare", 100 * rps["proxy"] / rps["bare"] if rps["bare"] else math.nan, 90.0, "%",
+             False),
+            ("CPU per request c=64 over bare", minus("c=64 CPU ms/req"), 0.1, "ms", True)]
 
 
 async def main_async(args: argparse.Namespace) -> int:
@@ -261,6 +281,12 @@ async def main_async(args: argparse.Namespace) -> int:
                 floor, floor_port = await start_floor(root, upstream, root / "fake-accounts.json", proxy_cores)
                 children.append(floor)
                 targets.append(Target("floor", floor_port, floor.pid, request_maker(floor_port, None, args.body_kb),
+                                      proxy_cores))
+            if not args.no_bare:
+                bare, bare_port = await start_floor(root, upstream, root / "fake-accounts.json", proxy_cores,
+                                                    "bench.bare_floor")
+                children.append(bare)
+                targets.append(Target("bare", bare_port, bare.pid, request_maker(bare_port, None, args.body_kb),
                                       proxy_cores))
             proxy_child, proxy_port = await start_proxy(root, upstream, auth, accounts, plugins, proxy_cores)
             children.append(proxy_child)
@@ -298,7 +324,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--held", type=int, help="held streams for the memory test (default 500)")
     parser.add_argument("--plugins", help="comma-separated pipeline (default: the default plugins that exist)")
     parser.add_argument("--body-kb", type=int, default=0, help="pad each request body by this many KB")
-    parser.add_argument("--no-floor", action="store_true", help="skip the engine-floor server")
+    parser.add_argument("--no-floor", action="store_true", help="skip the httpx engine-floor server")
+    parser.add_argument("--no-bare", action="store_true", help="skip the bare aiohttp floor server")
     parser.add_argument("--json", type=Path, help="also write the results as JSON")
     parser.add_argument("--profile", type=Path, help="py-spy the proxy at c=64; write profile.txt/.svg here")
     parser.add_argument("--profile-secs", type=float, default=10.0)

@@ -224,12 +224,13 @@ async def start_fast_fake(root: Path, accounts: int, cores: set[int] | None) -> 
     raise RuntimeError(f"fake not ready:\n{child.tail()}")
 
 
-async def start_floor(root: Path, upstream: str, accounts_file: Path, cores: set[int] | None) -> tuple[Child, int]:
-    """Run ``bench.floor_server`` (the bare engine, no pipeline) in its own process."""
+async def start_floor(root: Path, upstream: str, accounts_file: Path, cores: set[int] | None,
+                      module: str = "bench.floor_server") -> tuple[Child, int]:
+    """Run a floor server (the engine, no pipeline: ``bench.floor_server`` or ``bench.bare_floor``)."""
     port = free_port()
     env = {"BENCH_UPSTREAM": upstream, "BENCH_PORT": str(port), "BENCH_ACCOUNTS": str(accounts_file)}
-    child = spawn([sys.executable, "-m", "bench.floor_server"], cwd=Path(__file__).resolve().parent.parent,
-                  log_path=root / "floor.log", cores=cores, env=env)
+    child = spawn([sys.executable, "-m", module], cwd=Path(__file__).resolve().parent.parent,
+                  log_path=root / f"{module.rsplit('.', 1)[-1]}.log", cores=cores, env=env)
     await asyncio.to_thread(wait_http, f"http://127.0.0.1:{port}/healthz", child)
     return child, port
 
