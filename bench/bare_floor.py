@@ -22,6 +22,7 @@ import aiohttp
 from hypercorn.asyncio import serve
 from hypercorn.config import Config
 from quart import Quart, Response, request  # noqa: TID251 - a web app, not a plugin
+from werkzeug.datastructures import Headers
 
 FORWARD = frozenset({"accept", "user-agent", "originator", "version", "openai-beta", "session-id"})
 DROP_RESPONSE = frozenset({"content-length", "transfer-encoding", "connection", "date", "server"})
@@ -67,7 +68,7 @@ def create_app(upstream: str, accounts: list[dict[str, Any]]) -> Quart:
                 answer.release()
 
         out_headers = [(k, v) for k, v in answer.headers.items() if k.lower() not in DROP_RESPONSE]
-        response = Response(relay(), status=answer.status, headers=out_headers)
+        response = Response(relay(), status=answer.status, headers=Headers(out_headers))
         response.timeout = None
         return response
 
@@ -81,7 +82,7 @@ def main() -> None:
     config = Config()
     config.bind = [f"127.0.0.1:{os.environ['BENCH_PORT']}"]
     config.accesslog = None
-    uvloop.run(serve(create_app(os.environ["BENCH_UPSTREAM"], accounts), config))  # type: ignore[arg-type]
+    uvloop.run(serve(create_app(os.environ["BENCH_UPSTREAM"], accounts), config))
 
 
 if __name__ == "__main__":
