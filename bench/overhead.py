@@ -9,7 +9,9 @@ uvloop, the default plugins that exist, a few imported accounts) gets the other,
 floors with no pipeline: ``floor`` (``bench.floor_server``: Quart + Hypercorn/uvloop + httpx over
 aiohttp) and ``bare`` (``bench.bare_floor``: the same with aiohttp directly, the proxy's own engine).
 Every measurement runs against the fake directly, through both floors and through the proxy,
-interleaved in rotating order; the table shows them all with the proxy's differences. The pipeline's
+interleaved in rotating order; the table shows them all with the proxy's differences. With
+``--baseline DIR`` the proxy of another source tree runs too (column ``before``), to measure a
+change before and after in one run. The pipeline's
 cost targets are against ``bare``. Requests are the 20-event streamed ``POST /backend-api/codex/responses``.
 """
 
@@ -259,6 +261,8 @@ async def main_async(args: argparse.Namespace) -> int:
     preset = dict(PRESETS["tiny" if args.tiny else "quick" if args.quick else "default"])
     if args.held is not None:
         preset["held"] = args.held
+    if args.rounds is not None:
+        preset["rounds"] = preset["c1_rounds"] = args.rounds
     plugins = args.plugins.split(",") if args.plugins else available_plugins()
     started = time.monotonic()
 
@@ -288,6 +292,12 @@ async def main_async(args: argparse.Namespace) -> int:
                 children.append(bare)
                 targets.append(Target("bare", bare_port, bare.pid, request_maker(bare_port, None, args.body_kb),
                                       proxy_cores))
+            if args.baseline:
+                base_child, base_port = await start_proxy(root / "before", upstream, auth, accounts, plugins,
+                                                          proxy_cores, source=args.baseline)
+                children.append(base_child)
+                targets.append(Target("before", base_port, base_child.pid,
+                                      request_maker(base_port, None, args.body_kb), proxy_cores))
             proxy_child, proxy_port = await start_proxy(root, upstream, auth, accounts, plugins, proxy_cores)
             children.append(proxy_child)
             proxy = Target("proxy", proxy_port, proxy_child.pid, request_maker(proxy_port, None, args.body_kb),
@@ -321,11 +331,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="~30 s instead of ~2 min")
     parser.add_argument("--tiny", action="store_true", help="a few requests (smoke test)")
     parser.add_argument("--accounts", type=int, default=4)
+    parser.add_argument("--rounds", type=int, help="rounds per load level and target (more: less noise)")
     parser.add_argument("--held", type=int, help="held streams for the memory test (default 500)")
     parser.add_argument("--plugins", help="comma-separated pipeline (default: the default plugins that exist)")
     parser.add_argument("--body-kb", type=int, default=0, help="pad each request body by this many KB")
     parser.add_argument("--no-floor", action="store_true", help="skip the httpx engine-floor server")
     parser.add_argument("--no-bare", action="store_true", help="skip the bare aiohttp floor server")
+    parser.add_argument("--baseline", type=Path, help="also run the proxy of this source tree (column 'before'), "
+                        "e.g. `git worktree add /tmp/before HEAD~1`")
     parser.add_argument("--json", type=Path, help="also write the results as JSON")
     parser.add_argument("--profile", type=Path, help="py-spy the proxy at c=64; write profile.txt/.svg here")
     parser.add_argument("--profile-secs", type=float, default=10.0)

@@ -196,10 +196,17 @@ def wait_http(url: str, child: Child, timeout: float = 30.0) -> None:
 
 async def start_proxy(root: Path, upstream: str, auth: str, accounts: list[dict[str, Any]],
                       plugins: Iterable[str], cores: set[int] | None,
-                      extra_env: Mapping[str, str] | None = None) -> tuple[Child, int]:
-    """Import ``accounts`` and run ``codexlb serve`` (Hypercorn on uvloop) in ``root``; returns it and its port."""
+                      extra_env: Mapping[str, str] | None = None, source: Path | None = None) -> tuple[Child, int]:
+    """Import ``accounts`` and run ``codexlb serve`` (Hypercorn on uvloop) in ``root``; returns it and its port.
+
+    ``source``: run the ``codexlb`` and ``plugins`` packages of that source tree instead of this one
+    (put first on ``PYTHONPATH``), e.g. a checkout of the commit before a change.
+    """
     port = free_port()
+    root.mkdir(parents=True, exist_ok=True)
     env = {**proxy_env(root, port, upstream, auth, plugins), **(extra_env or {})}
+    if source is not None:
+        env["PYTHONPATH"] = str(source.resolve())
     await import_accounts(root, env, accounts)
     child = spawn([sys.executable, "-m", "codexlb", "serve"], cwd=root, log_path=root / "proxy.log",
                   cores=cores, env=env)
