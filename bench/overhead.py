@@ -338,7 +338,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-floor", action="store_true", help="skip the httpx engine-floor server")
     parser.add_argument("--no-bare", action="store_true", help="skip the bare aiohttp floor server")
     parser.add_argument("--baseline", type=Path, help="also run the proxy of this source tree (column 'before'), "
-                        "e.g. `git worktree add /tmp/before HEAD~1`")
+                        "e.g. `git archive HEAD~1 codexlb plugins migrations | tar -x -C DIR`")
     parser.add_argument("--json", type=Path, help="also write the results as JSON")
     parser.add_argument("--profile", type=Path, help="py-spy the proxy at c=64; write profile.txt/.svg here")
     parser.add_argument("--profile-secs", type=float, default=10.0)

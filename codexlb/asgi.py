@@ -23,7 +23,7 @@ import sys
 from quart import Quart
 
 from codexlb import hypercorn_eof
-from codexlb.app import create_app, lb_of
+from codexlb.app import create_app, lb_of, settle_heap
 from codexlb.errors import ConfigError, PluginError
 from codexlb.logs import configure_logging
 from codexlb.settings import load_settings
@@ -61,6 +61,7 @@ def load_app() -> Quart:
         except (MigrationFailed, DatabaseUnavailable) as exc:
             raise _refuse([str(exc)], 1) from None
         watch.install(asyncio.get_running_loop())
+        settle_heap()
 
     @quart.after_serving
     async def stop() -> None:

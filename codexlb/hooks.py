@@ -91,6 +91,10 @@ class Hooks:
         """Plugin names implementing hook ``name``, in call order."""
         return [impl[0] for impl in self._impls.get(name, [])]
 
+    def implemented(self, name: str) -> bool:
+        """Whether any plugin implements hook ``name``."""
+        return bool(self._impls.get(name))
+
     # -- callers -------------------------------------------------------------------------
 
     async def _first_of(self, impls: list[Impl], kwargs: Mapping[str, Any]) -> Any:
@@ -190,7 +194,4 @@ class Hooks:
         return stream
 
     async def flow_done(self, flow: Flow) -> None:
-        """A coroutine function (Quart's ``add_background_task`` runs plain functions in a thread)."""
-        impls = self._impls["flow_done"]
-        if impls:
-            await self._observe("flow_done", flow=flow, app=self.app)
+        await self._observe("flow_done", flow=flow, app=self.app)

@@ -115,7 +115,7 @@ async def serve(settings: Settings) -> int:
     from hypercorn.utils import wrap_app
 
     from codexlb import hypercorn_eof
-    from codexlb.app import create_app, lb_of
+    from codexlb.app import create_app, lb_of, settle_heap
 
     hypercorn_eof.install()
     config = hypercorn_config(settings)
@@ -139,6 +139,7 @@ async def serve(settings: Settings) -> int:
             print(f"codexlb: {exc}", file=sys.stderr)
             return 1
         raise
+    settle_heap()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
 

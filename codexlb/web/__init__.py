@@ -16,5 +16,10 @@ def json_error(status: int, code: str, message: str, *, kind: str | None = None,
 
 
 def current_request() -> BaseRequestWebsocket:
-    """The request being handled: an HTTP request, or a WebSocket handshake."""
-    return websocket if has_websocket_context() else request
+    """The request being handled: an HTTP request, or a WebSocket handshake.
+
+    The object itself, not Quart's context-local proxy, so that each attribute read is a plain one.
+    """
+    proxy: Any = websocket if has_websocket_context() else request
+    current: BaseRequestWebsocket = proxy._get_current_object()
+    return current

@@ -33,6 +33,7 @@ ADMIN_PREFIX = "/api"
 DASHBOARD_PREFIX = "/dashboard"
 FLOW_KEY = "codexlb_flow"
 RouteKind = Literal["public", "admin", "dashboard", "client"]
+_FORWARDING = frozenset(FORWARDING_HEADERS)
 
 
 def route_kind(path: str) -> RouteKind:
@@ -57,7 +58,7 @@ def make_flow(endpoint: str) -> Flow:
     headers: dict[str, str] = {}
     for name, value in current.headers.items():
         name = name.lower()
-        if name in FORWARDING_HEADERS and name in headers:
+        if name in headers and name in _FORWARDING:
             headers[name] = join_lines((headers[name], value))
         else:
             headers[name] = value

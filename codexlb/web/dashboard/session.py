@@ -44,7 +44,9 @@ class DashboardAuth(QuartAuth):
     """quart-auth with the ``Secure`` flag decided per request (https, or a trusted TLS proxy)."""
 
     async def after_request(self, response: Response) -> Response:
-        if self.load_user().action is Action.PASS:  # most requests (every proxied one): no cookie to write
+        if not hasattr(g, self.attribute_name):  # no user looked at (every proxied request): nothing to write
+            return response
+        if self.load_user().action is Action.PASS:  # signed in before, nothing changed: no cookie to write
             return response
         self.cookie_secure = request_is_secure()
         with warnings.catch_warnings():
