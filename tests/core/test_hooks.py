@@ -1,5 +1,4 @@
-"""Hook dispatch details (awaiting what a plain implementation returns, unimplemented hooks, tracing)
-and the collector settings a serving process runs with."""
+"""Hook dispatch details: awaiting what a plain implementation returns, unimplemented hooks, tracing."""
 
 from __future__ import annotations
 
@@ -93,16 +92,3 @@ async def test_trace_logs_async_hooks_and_leaves_plain_hooks_plain(caplog: pytes
     assert any(m.startswith("hook ") and ".admit_request took " in m for m in timed), timed
     assert not any("wrap_response_stream" in m for m in timed)
 
-
-def test_settle_heap_freezes_what_start_up_built_and_raises_the_first_threshold() -> None:
-    import gc
-
-    from codexlb.app import GC_THRESHOLDS, settle_heap
-
-    before = gc.get_threshold()
-    try:
-        settle_heap()
-        assert gc.get_freeze_count() > 0 and gc.get_threshold() == GC_THRESHOLDS
-    finally:
-        gc.unfreeze()
-        gc.set_threshold(*before)

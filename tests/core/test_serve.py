@@ -160,3 +160,17 @@ async def test_a_connection_the_client_closes_is_closed_at_once(tmp_path: Path, 
     finally:
         proc.kill()
         await proc.wait()
+
+
+def test_settle_heap_freezes_what_start_up_built_and_raises_the_first_threshold() -> None:
+    import gc
+
+    from codexlb.app import GC_THRESHOLDS, settle_heap
+
+    before = gc.get_threshold()
+    try:
+        settle_heap()
+        assert gc.get_freeze_count() > 0 and gc.get_threshold() == GC_THRESHOLDS
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*before)
