@@ -16,8 +16,6 @@ import sys
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
-import pyotp
-import segno
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.pool import NullPool
 
@@ -114,6 +112,9 @@ def set_password(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def totp_enable(args: argparse.Namespace, settings: Settings) -> int:
+    import pyotp
+    import segno
+
     from codexlb.db.dashboard_auth import set_totp_secret
 
     secret = pyotp.random_base32()

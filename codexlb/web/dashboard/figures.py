@@ -9,23 +9,34 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
-
-import pygal
-from pygal.style import Style
+from functools import cache
+from typing import TYPE_CHECKING, Any
 
 from codexlb.db.dashboard_queries import HourTotals
 from codexlb.types import Account, AccountStatus
 
-# pygal appends an old-style import hook (for its optional map plugins, unused here) to
-# sys.meta_path; Python 3.11 warns about it on every failed import anywhere in the process.
-sys.meta_path[:] = [finder for finder in sys.meta_path if type(finder).__module__ != "pygal"]
+if TYPE_CHECKING:
+    from types import ModuleType
 
 PACE_WINDOW_SECONDS = 6 * 3600
-CHART_STYLE = Style(background="transparent", plot_background="transparent", foreground="#888",
-                    foreground_strong="#888", foreground_subtle="#8884", opacity=".85", opacity_hover="1",
-                    colors=("#3b82f6", "#ef4444", "#10b981", "#f59e0b"), font_family="system-ui, sans-serif",
-                    label_font_size=11, major_label_font_size=11, legend_font_size=12, title_font_size=13)
+
+
+@cache
+def _pygal() -> tuple[ModuleType, Any]:
+    """pygal and our chart style, imported when the first chart is drawn (not by a serving proxy).
+
+    pygal appends an old-style import hook (for its optional map plugins, unused here) to
+    sys.meta_path; Python 3.11 warns about it on every failed import anywhere in the process.
+    """
+    import pygal
+    from pygal.style import Style
+
+    sys.meta_path[:] = [finder for finder in sys.meta_path if type(finder).__module__ != "pygal"]
+    style = Style(background="transparent", plot_background="transparent", foreground="#888",
+                  foreground_strong="#888", foreground_subtle="#8884", opacity=".85", opacity_hover="1",
+                  colors=("#3b82f6", "#ef4444", "#10b981", "#f59e0b"), font_family="system-ui, sans-serif",
+                  label_font_size=11, major_label_font_size=11, legend_font_size=12, title_font_size=13)
+    return pygal, style
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,8 +112,9 @@ def _render(chart: Any) -> str:
 
 def charts(buckets: Sequence[HourTotals], *, group_hours: int = 1) -> dict[str, str]:
     """SVG charts of hourly totals (oldest first): requests and errors; tokens, cached and not."""
+    pygal, style = _pygal()
     data = _group(buckets, group_hours) if group_hours > 1 else list(buckets)
-    options: dict[str, Any] = dict(style=CHART_STYLE, height=220, width=640, show_legend=True, legend_at_bottom=True,
+    options: dict[str, Any] = dict(style=style, height=220, width=640, show_legend=True, legend_at_bottom=True,
                                    legend_at_bottom_columns=3, js=[], disable_xml_declaration=True,
                                    x_label_rotation=0, show_minor_x_labels=True, margin=4, explicit_size=False,
                                    print_values=False, include_x_axis=True, truncate_label=-1)
@@ -130,7 +142,8 @@ def totals(buckets: Sequence[HourTotals]) -> dict[str, Any]:
 
 def usage_chart(points: Sequence[dict[str, Any]]) -> str:
     """An account's 5 h and weekly usage over time (from its usage snapshots, oldest first)."""
-    chart = pygal.Line(style=CHART_STYLE, height=220, width=640, js=[], disable_xml_declaration=True,
+    pygal, style = _pygal()
+    chart = pygal.Line(style=style, height=220, width=640, js=[], disable_xml_declaration=True,
                        range=(0, 100), show_dots=False, legend_at_bottom=True, explicit_size=False,
                        title="Usage (%)", show_minor_x_labels=False, x_label_rotation=0, truncate_label=-1)
     labels = [datetime.fromtimestamp(p["time"], UTC).strftime("%m-%d %H:%M") for p in points]

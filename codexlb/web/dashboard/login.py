@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import pyotp
 from quart import current_app, redirect, request, url_for
 
 from codexlb.app import lb_of
@@ -49,6 +48,8 @@ async def login_post() -> Any:
     stored = await password_hash(lb.sessionmaker)
     ok = stored is not None and verify_password(stored, str(form.get("password", "")))
     if ok and totp is not None:
+        import pyotp
+
         ok = pyotp.TOTP(totp).verify(str(form.get("code", "")).replace(" ", ""), valid_window=1)
     if not ok:
         throttle().failed(client)

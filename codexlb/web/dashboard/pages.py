@@ -6,8 +6,6 @@ import asyncio
 import time
 from typing import Any
 
-import pyotp
-import segno
 from quart import current_app, request
 
 from codexlb.app import lb_of
@@ -99,6 +97,9 @@ async def totp_qr() -> Any:
     secret = await totp_secret(lb.sessionmaker, lb.cipher)
     qr = None
     if secret is not None:
+        import pyotp
+        import segno
+
         uri = pyotp.TOTP(secret).provisioning_uri(name="dashboard", issuer_name=ISSUER)
         qr = segno.make(uri, error="m").svg_inline(scale=4, dark="#000", light="#fff")
     return await page("settings.html", settings=effective(lb.settings), plugins=[], totp=secret is not None, qr=qr)

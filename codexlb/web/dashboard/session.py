@@ -15,9 +15,6 @@ import time
 import warnings
 from typing import TYPE_CHECKING, Any
 
-from limits import parse
-from limits.storage import MemoryStorage
-from limits.strategies import MovingWindowRateLimiter
 from quart import Quart, Response, current_app, g, request
 from quart_auth import Action, AuthUser, QuartAuth, current_user
 
@@ -179,21 +176,35 @@ def tokens_match(expected: str, sent: str) -> bool:
 
 
 class LoginThrottle:
-    """At most ``attempts`` failed sign-ins per client per 15 minutes (a moving window)."""
+    """At most ``attempts`` failed sign-ins per client per 15 minutes (a moving window).
+
+    The ``limits`` package is imported at the first sign-in, not by a serving proxy.
+    """
 
     def __init__(self, attempts: int) -> None:
-        self.item = parse(f"{attempts}/15 minutes")
-        self.limiter = MovingWindowRateLimiter(MemoryStorage())
+        self.attempts = attempts
+        self._state: tuple[Any, Any] | None = None
+
+    def _limiter(self) -> tuple[Any, Any]:
+        if self._state is None:
+            from limits import parse
+            from limits.storage import MemoryStorage
+            from limits.strategies import MovingWindowRateLimiter
+
+            self._state = parse(f"{self.attempts}/15 minutes"), MovingWindowRateLimiter(MemoryStorage())
+        return self._state
 
     def retry_after(self, client: str) -> int:
         """Seconds the client must wait before trying again (0: may try now)."""
-        if self.limiter.test(self.item, client):
+        item, limiter = self._limiter()
+        if limiter.test(item, client):
             return 0
-        reset, _ = self.limiter.get_window_stats(self.item, client)
+        reset, _ = limiter.get_window_stats(item, client)
         return max(1, int(reset - time.time()) + 1)
 
     def failed(self, client: str) -> None:
-        self.limiter.hit(self.item, client)
+        item, limiter = self._limiter()
+        limiter.hit(item, client)
 
 
 def throttle() -> LoginThrottle:
