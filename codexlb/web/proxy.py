@@ -105,10 +105,12 @@ async def handle_models(endpoint: str) -> Response:
 
 
 def _view(endpoint: str) -> Callable[[], Awaitable[Response]]:
+    """The view of one route: the model lists have their own, every other route runs :func:`handle`."""
+    if endpoint not in ("models", "codex_models"):
+        return handle
+
     async def view() -> Response:
-        if endpoint in ("models", "codex_models"):
-            return await handle_models(endpoint)
-        return await handle()
+        return await handle_models(endpoint)
 
     view.__name__ = endpoint
     return view
