@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import String, delete, insert, select
+from sqlalchemy import String, Table, delete, insert, select
 
 from codexlb.db.engine import begin_write
 from codexlb.db.models import RequestLogRow
@@ -19,6 +19,8 @@ if TYPE_CHECKING:
 
 COLUMNS = tuple(c.name for c in RequestLogRow.__table__.columns if c.name != "id")
 """Keys a request log row may carry (``time`` and ``endpoint`` are required)."""
+_COLUMN_SET = frozenset(COLUMNS)
+_TABLE: Table = RequestLogRow.__table__  # type: ignore[assignment]
 _DEFAULTS: dict[str, Any] = {name: None for name in COLUMNS} | {"attempts": 1}
 _LENGTHS = {c.name: c.type.length for c in RequestLogRow.__table__.columns
             if isinstance(c.type, String) and c.type.length}
@@ -26,7 +28,7 @@ _LENGTHS = {c.name: c.type.length for c in RequestLogRow.__table__.columns
 
 async def insert_request_logs(sessionmaker: async_sessionmaker[AsyncSession],
                               rows: Sequence[Mapping[str, Any]]) -> None:
-    """Insert ``rows`` in one transaction with one executemany.
+    """Insert ``rows`` in one transaction with one executemany (a Core insert: no ORM work per row).
 
     :raises ValueError: a row has a key that is not a column, or lacks ``time`` or ``endpoint``.
     """
@@ -34,7 +36,7 @@ async def insert_request_logs(sessionmaker: async_sessionmaker[AsyncSession],
         return
     params = []
     for row in rows:
-        unknown = set(row) - set(COLUMNS)
+        unknown = row.keys() - _COLUMN_SET
         if unknown:
             raise ValueError(f"request_log has no column {', '.join(sorted(unknown))}")
         if row.get("time") is None or row.get("endpoint") is None:
@@ -46,7 +48,7 @@ async def insert_request_logs(sessionmaker: async_sessionmaker[AsyncSession],
                 values[name] = value[:length]
         params.append(values)
     async with begin_write(sessionmaker) as session:
-        await session.execute(insert(RequestLogRow), params)
+        await session.execute(insert(_TABLE), params)
 
 
 async def recent_request_logs(sessionmaker: async_sessionmaker[AsyncSession], *, limit: int = 100,
