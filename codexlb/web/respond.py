@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
+from types import TracebackType
 
 from quart import Response
+from quart.wrappers.response import IterableBody
 from werkzeug.datastructures import Headers
 
 from codexlb.app import CodexLB
@@ -27,7 +29,7 @@ def to_quart(lb: CodexLB, flow: Flow, result: ProxyResponse) -> Response:
         flow.finished_at = time.time()
         flow_done_later(lb, flow)
         return Response(result.body, status=result.status, headers=Headers(headers))
-    response = Response(_finishing(lb, flow, result.body), status=result.status, headers=Headers(headers))
+    response = Response(FlowBody(lb, flow, result.body), status=result.status, headers=Headers(headers))
     response.timeout = None
     return response
 
@@ -49,13 +51,21 @@ def flow_done_later(lb: CodexLB, flow: Flow) -> None:
     task.add_done_callback(tasks.discard)
 
 
-async def _finishing(lb: CodexLB, flow: Flow, body: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
-    try:
-        async for chunk in body:
-            yield chunk
-    finally:
-        flow.finished_at = time.time()
-        aclose = getattr(body, "aclose", None)
-        if aclose is not None:
-            await aclose()
-        flow_done_later(lb, flow)
+class FlowBody(IterableBody):
+    """A streamed answer's body for Quart: the stream itself, and when Quart is done with it (last
+    byte sent, client gone, or error) the flow is finished and ``flow_done`` scheduled.
+
+    Quart enters and exits this body around sending it, so no generator layer is needed for that.
+    """
+
+    def __init__(self, lb: CodexLB, flow: Flow, body: AsyncIterator[bytes]) -> None:
+        super().__init__(body)
+        self.lb, self.flow = lb, flow
+
+    async def __aexit__(self, exc_type: type | None, exc_value: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        self.flow.finished_at = time.time()
+        try:
+            await super().__aexit__(exc_type, exc_value, tb)  # type: ignore[arg-type]
+        finally:
+            flow_done_later(self.lb, self.flow)
