@@ -41,7 +41,7 @@ class DashboardAuth(QuartAuth):
     """quart-auth with the ``Secure`` flag decided per request (https, or a trusted TLS proxy)."""
 
     async def after_request(self, response: Response) -> Response:
-        if not hasattr(g, self.attribute_name):  # no user looked at (every proxied request): nothing to write
+        if g.get(self.attribute_name) is None:  # no user looked at (every proxied request): nothing to write
             return response
         if self.load_user().action is Action.PASS:  # signed in before, nothing changed: no cookie to write
             return response
