@@ -2,7 +2,7 @@
 
     .venv/bin/python -m bench.overhead            # ~2 minutes
     .venv/bin/python -m bench.overhead --quick    # ~30 s
-    .venv/bin/python -m bench.overhead --profile bench/out   # + py-spy profile of the proxy at c=64
+    .venv/bin/python -m bench.overhead --profile bench/out   # + py-spy of the proxy (and bare floor) at c=64
 
 The fake upstream (``bench.fastfake``) and this load client share one core; the proxy (Hypercorn on
 uvloop, the default plugins that exist, a few imported accounts) gets the other, and so do two
@@ -164,19 +164,30 @@ async def measure(targets: list[Target], proxy: Target, preset: dict[str, Any],
     return mem
 
 
-async def profile(proxy: Target, out_dir: Path, secs: float, log: Callable[[str], None]) -> None:
-    """py-spy the proxy under c=64 load: collapsed stacks (``profile.txt``) and a flame graph (``profile.svg``)."""
-    from bench.pyspy_top import report
+async def profile(targets: list[Target], out_dir: Path, secs: float, log: Callable[[str], None]) -> None:
+    """py-spy the proxy under c=64 load: collapsed stacks (``profile.txt``) and a flame graph (``profile.svg``).
 
-    for fmt, name in (("raw", "profile.txt"), ("flamegraph", "profile.svg")):
-        log(f"py-spy {fmt} for {secs:.0f} s at c=64 -> {out_dir / name}")
-        spy = await py_spy(proxy.pid, out_dir / name, secs, fmt)
+    With the bare floor running, it is profiled the same way (``bare.txt``) and the proxy's extra
+    cost per request is printed by package and function (``bench.pyspy_top --against``).
+    """
+    from bench.pyspy_top import compare, report
+
+    by = {t.name: t for t in targets}
+    runs = [(by["proxy"], "raw", "profile.txt"), (by["proxy"], "flamegraph", "profile.svg")]
+    if "bare" in by:
+        runs.append((by["bare"], "raw", "bare.txt"))
+    for target, fmt, name in runs:
+        log(f"py-spy {fmt} of {target.name} for {secs:.0f} s at c=64 -> {out_dir / name}")
+        spy = await py_spy(target.pid, out_dir / name, secs, fmt)
         await asyncio.sleep(0.5)
-        await proxy.measure(f"profile-{fmt}", 64, duration=secs)
+        await target.measure(f"profile-{fmt}", 64, duration=secs)
         if await spy.wait():
             log(f"py-spy failed ({spy.returncode}); is ptrace allowed?")
     if (out_dir / "profile.txt").exists():
         print(report(out_dir / "profile.txt"))
+    if (out_dir / "bare.txt").exists():
+        print("\n" + compare(out_dir / "bare.txt", by["bare"].cpu_ms("profile-raw"), out_dir / "profile.txt",
+                              by["proxy"].cpu_ms("profile-raw")))
 
 
 def table(targets: list[Target], mem: dict[str, Any], held: int) -> tuple[str, dict[str, Any]]:
@@ -310,7 +321,7 @@ async def main_async(args: argparse.Namespace) -> int:
             if args.json:
                 args.json.write_text(json.dumps(data, indent=2, default=str))
             if args.profile:
-                await profile(proxy, args.profile, args.profile_secs, log)
+                await profile(targets, args.profile, args.profile_secs, log)
         except BaseException:
             await asyncio.sleep(3)  # a server shutting down (signal from outside?) has exited by now
             for child in children:

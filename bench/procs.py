@@ -243,9 +243,13 @@ async def start_floor(root: Path, upstream: str, accounts_file: Path, cores: set
 
 
 async def py_spy(pid: int, out: Path, secs: float, fmt: str = "raw") -> asyncio.subprocess.Process:
-    """Start ``py-spy record`` on ``pid`` for ``secs`` (non-blocking sampling, 200 Hz); await ``.wait()``."""
+    """Start ``py-spy record`` on ``pid`` for ``secs`` (non-blocking sampling, 200 Hz); await ``.wait()``.
+
+    Only the thread holding the GIL is sampled (``--gil``): a worker thread waiting on its queue is
+    not CPU (code that releases the GIL, such as SQLite's own work, is not seen either).
+    """
     spy = Path(sys.executable).with_name("py-spy")
     out.parent.mkdir(parents=True, exist_ok=True)
     cmd = [str(spy), "record", "--pid", str(pid), "--duration", str(max(1, int(secs))), "--rate", "200",
-           "--nonblocking", "--format", fmt, "-o", str(out)]
+           "--nonblocking", "--gil", "--format", fmt, "-o", str(out)]
     return await asyncio.create_subprocess_exec(*cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

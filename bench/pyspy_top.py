@@ -1,10 +1,12 @@
 """Summarise a py-spy ``--format raw`` profile: top functions by own time and by total time.
 
     .venv/bin/python -m bench.pyspy_top bench/out/profile.txt [--top 25]
+    .venv/bin/python -m bench.pyspy_top bench/out/profile.txt --against bench/out/bare.txt 0.78 1.25
 
 Each raw line is ``frame;frame;...;leaf count`` with frames like ``send (plugins/upstream.py:97)``.
 Own time counts the leaf frame; total time counts every function once per stack. Line numbers are
-dropped so a function's lines add up. "ours" = frames in ``codexlb/`` or ``plugins/``.
+dropped so a function's lines add up. "ours" = frames in ``codexlb/`` or ``plugins/``. ``--against``
+puts two profiles side by side in microseconds per request (each scaled by its CPU per request).
 """
 
 from __future__ import annotations
@@ -94,12 +96,41 @@ def report(path: Path, top: int = 20) -> str:
     return "\n".join(lines)
 
 
+def per_request(path: Path, cpu_ms: float) -> tuple[Counter[str], Counter[str]]:
+    """Own time by package and by function of a profile, in microseconds per request."""
+    own, _, _, samples, _ = load(path)
+    scale = 1000 * cpu_ms / samples if samples else 0.0
+    by_function: Counter[str] = Counter({name: n * scale for name, n in own.items()})
+    by_package: Counter[str] = Counter()
+    for name, us in by_function.items():
+        by_package[package(name)] += us
+    return by_package, by_function
+
+
+def compare(base: Path, base_ms: float, other: Path, other_ms: float, top: int = 25) -> str:
+    """What ``other`` spends per request beyond ``base`` (profiles taken under the same load), by
+    package and by function. Each profile's shares are scaled by its measured CPU ms per request."""
+    lines = [f"us per request: {other.name} ({other_ms:.3f} ms CPU) minus {base.name} ({base_ms:.3f} ms CPU)"]
+    for title, a, b in zip(("by package", "by function"), per_request(base, base_ms), per_request(other, other_ms),
+                           strict=True):
+        diff = Counter({k: b.get(k, 0.0) - a.get(k, 0.0) for k in set(a) | set(b)})
+        lines += ["", f"{title} (top {top} differences):", f"{'base':>8} {'other':>8} {'diff':>8}"]
+        lines += [f"{a.get(k, 0.0):8.1f} {b.get(k, 0.0):8.1f} {d:+8.1f}  {k}" for k, d in diff.most_common(top)]
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="summarise a py-spy raw profile")
     parser.add_argument("profile", type=Path)
     parser.add_argument("--top", type=int, default=20)
+    parser.add_argument("--against", nargs=3, metavar=("BASE", "BASE_MS", "MS"),
+                        help="compare with BASE (another raw profile); BASE_MS and MS are each one's CPU ms/request")
     args = parser.parse_args(argv)
-    print(report(args.profile, args.top))
+    if args.against:
+        base, base_ms, ms = args.against
+        print(compare(Path(base), float(base_ms), args.profile, float(ms), args.top))
+    else:
+        print(report(args.profile, args.top))
 
 
 if __name__ == "__main__":
