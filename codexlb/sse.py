@@ -135,11 +135,14 @@ class SSEScanner:
         self._cr_mode = False
         self._discarding = False
         self._scanned = 0
+        self._skipped = b"\0"
+        """The first line (with its LF) of the last event skipped for its type."""
 
     def keep_only(self, types: Collection[str]) -> None:
         """From now on keep only events of ``types`` (as if the scanner had been made with them)."""
         self._types = frozenset(types)
         self._type_names = frozenset(t.encode() for t in types)
+        self._skipped = b"\0"
 
     @property
     def scanned_bytes(self) -> int:
@@ -210,12 +213,15 @@ class SSEScanner:
     def _block_event(self, buf: bytearray, start: int, blank: int, end: int) -> SSEEvent | None:
         names = self._type_names
         if names is not None and buf.startswith(b"event:", start):
+            if buf.startswith(self._skipped, start):  # the same skipped type as the last event (a run of deltas)
+                return None
             first_end = buf.find(b"\n", start, blank + 1)
             value = start + 6
             if value < first_end and buf[value] == _SPACE:
                 value += 1
             name = bytes(buf[value:first_end])
             if name and name not in names:
+                self._skipped = bytes(buf[start:first_end + 1])
                 return None
         event_name: str | None = None
         data: list[bytes] = []

@@ -161,6 +161,20 @@ def test_types_filter_skips_deltas_but_keeps_the_peek_set(sep: bytes) -> None:
     assert [e.json()["type"] for e in kept] == ["response.completed"]
 
 
+def test_a_run_of_skipped_events_is_kept_again_once_its_type_is_wanted() -> None:
+    delta = {"type": "response.output_text.delta", "delta": "x"}
+    run = format_event(delta["type"], delta) * 3
+    scanner = SSEScanner(1 << 16, types={"response.completed"})
+    assert scanner.feed(run) == []
+    scanner.keep_only({"response.completed", "response.output_text.delta"})
+    assert [e.event for e in scanner.feed(run + format_event("response.completed", COMPLETED))] == [
+        "response.output_text.delta"] * 3 + ["response.completed"]
+    longer = SSEScanner(1 << 16, types={"response.output_text.deltas"})  # the skipped name is a prefix of it
+    assert longer.feed(run) == []
+    assert [e.event for e in longer.feed(b"event: response.output_text.deltas\ndata: {}\n\n")] == [
+        "response.output_text.deltas"]
+
+
 def test_events_of_one_chunk_come_back_together_and_in_order() -> None:
     events = SSEScanner(1 << 16).feed(_wire(_turn()))
     assert [e.json()["type"] for e in events] == [p["type"] for p in _turn()]
