@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import importlib
 import os
-from collections import Counter
 from typing import Any
 
 PAGE_MB = os.sysconf("SC_PAGE_SIZE") / (1 << 20)
@@ -45,25 +44,26 @@ def serve_imports() -> None:
     import codexlb.db.store  # noqa: F401
 
 
-def measure() -> tuple[float, float, Counter[str]]:
+def measure() -> tuple[float, float, dict[str, float]]:
     """RSS before and after :func:`serve_imports`, and the MB charged to each top-level package.
 
     Every module load is timed (``importlib._bootstrap._load_unlocked``, which ``import`` and
     ``importlib.import_module`` both go through), so a package imported lazily later is counted too.
     """
-    bootstrap: Any = importlib._bootstrap  # type: ignore[attr-defined]
-    charged: Counter[str] = Counter()
+    bootstrap: Any = importlib._bootstrap
+    charged: dict[str, float] = {}
     stack: list[list[float]] = []
     original = bootstrap._load_unlocked
 
     def counting(spec: Any) -> Any:
-        stack.append([rss_mb(), 0.0])
+        stack.append([rss_mb(), 0.0])  # [RSS when this load began, MB its nested loads grew]
         try:
             return original(spec)
         finally:
             start, inner = stack.pop()
             grown = rss_mb() - start
-            charged[spec.name.split(".")[0]] += grown - inner
+            top = spec.name.split(".")[0]
+            charged[top] = charged.get(top, 0.0) + grown - inner
             if stack:
                 stack[-1][1] += grown
 
@@ -80,7 +80,7 @@ def main() -> None:
     before, after, charged = measure()
     print(f"interpreter {before:.1f} MB; after the imports {after:.1f} MB (+{after - before:.1f} MB)")
     small = [mb for mb in charged.values() if mb < 0.3]
-    for package, mb in charged.most_common():
+    for package, mb in sorted(charged.items(), key=lambda item: -item[1]):
         if mb >= 0.3:
             print(f"{mb:6.1f} MB  {package}")
     print(f"{sum(small):6.1f} MB  {len(small)} packages under 0.3 MB each")
