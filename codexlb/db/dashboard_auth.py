@@ -14,10 +14,9 @@ import hashlib
 import secrets
 import time
 from dataclasses import dataclass
+from functools import cache
 from typing import TYPE_CHECKING
 
-from argon2 import PasswordHasher
-from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import delete, select
 
 from codexlb.db.engine import begin_write
@@ -25,6 +24,7 @@ from codexlb.db.models import DashboardSessionRow, MetaRow
 from codexlb.db.registry import get_meta, put_meta
 
 if TYPE_CHECKING:
+    from argon2 import PasswordHasher
     from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
     from codexlb.db.crypto import TokenCipher
@@ -33,7 +33,14 @@ PASSWORD_KEY = "dashboard.password"
 TOTP_KEY = "dashboard.totp"
 SECRET_KEY = "dashboard.cookie_secret"
 MIN_PASSWORD_LENGTH = 8
-_hasher = PasswordHasher()
+
+
+@cache
+def _hasher() -> PasswordHasher:
+    """The argon2 hasher, imported at the first sign-in or password change (not by a serving proxy)."""
+    from argon2 import PasswordHasher
+
+    return PasswordHasher()
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,7 +69,7 @@ def check_password_text(password: str) -> str | None:
 
 async def set_password(sessionmaker: async_sessionmaker[AsyncSession], password: str) -> None:
     """Store the argon2 hash of ``password`` and end every admin session."""
-    await put_meta(sessionmaker, PASSWORD_KEY, _hasher.hash(password))
+    await put_meta(sessionmaker, PASSWORD_KEY, _hasher().hash(password))
     async with begin_write(sessionmaker) as session:
         await session.execute(delete(DashboardSessionRow).where(DashboardSessionRow.kind == "admin"))
 
@@ -73,8 +80,10 @@ async def password_hash(sessionmaker: async_sessionmaker[AsyncSession]) -> str |
 
 def verify_password(stored_hash: str, password: str) -> bool:
     """Whether ``password`` matches ``stored_hash`` (argon2, constant time)."""
+    from argon2.exceptions import InvalidHashError, VerificationError
+
     try:
-        return _hasher.verify(stored_hash, password)
+        return _hasher().verify(stored_hash, password)
     except (VerificationError, InvalidHashError):
         return False
 
