@@ -6,7 +6,7 @@ order (LIFO registration, tryfirst/trylast applied), each implementation receivi
 arguments it asked for. Implementation lists are frozen when :class:`Hooks` is built, together
 with whether each one is a coroutine function, so a call costs one positional call per
 implementation (and an ``await`` only for the async ones). A request hook no plugin implements
-costs nothing but the method call. With ``trace_hooks`` every implementation of an async hook is
+costs one empty coroutine. With ``trace_hooks`` every implementation of an async hook is
 wrapped once, at build time, in a timer that logs its duration.
 """
 
@@ -16,7 +16,7 @@ import functools
 import inspect
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import pluggy
@@ -65,17 +65,8 @@ def _pending(result: Any, is_async: bool) -> bool:
     return is_async or (result is not None and inspect.isawaitable(result))
 
 
-class _Nothing:
-    """An awaitable that is already done with ``None``: a request hook nobody implements."""
-
-    __slots__ = ()
-
-    def __await__(self) -> Generator[Any, None, None]:
-        return
-        yield
-
-
-NOTHING: Any = _Nothing()
+async def _nothing() -> None:
+    """A request hook nobody implements: a coroutine that is done at once (no arguments gathered)."""
 
 
 class Hooks:
@@ -108,7 +99,7 @@ class Hooks:
 
     def _first(self, name: str, **kwargs: Any) -> Awaitable[Any]:
         impls = self._impls[name]
-        return self._first_of(impls, kwargs) if impls else NOTHING
+        return self._first_of(impls, kwargs) if impls else _nothing()
 
     async def _until_response_of(self, impls: list[Impl], flow: Flow) -> None:
         kwargs = {"flow": flow, "app": self.app}
@@ -121,7 +112,7 @@ class Hooks:
 
     def _until_response(self, name: str, flow: Flow) -> Awaitable[None]:
         impls = self._impls[name]
-        return self._until_response_of(impls, flow) if impls else NOTHING
+        return self._until_response_of(impls, flow) if impls else _nothing()
 
     async def _observe(self, name: str, reverse: bool = False, **kwargs: Any) -> None:
         impls = self._impls[name]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from types import SimpleNamespace
@@ -45,6 +46,7 @@ async def test_hooks_nobody_implements_do_nothing() -> None:
     assert await hooks.decode_request(flow) is None
     assert await hooks.transform_request(flow) is None
     assert await hooks.flow_done(flow) is None
+    assert await asyncio.gather(hooks.decode_request(flow), hooks.transform_request(flow)) == [None, None]
     assert flow.response is None
 
 
