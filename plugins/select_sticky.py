@@ -1,15 +1,10 @@
 """Strategy: keep each conversation on one account so the upstream prompt cache stays warm.
 
-Hooks: ``configure``, ``startup`` (pins warmed from the request log), ``select_account``.
+Hooks: ``configure``, ``startup`` (pins warmed from the request log), ``select_account``,
+``flow_done`` (budgets and living conversations learned from answers).
 
-Conversation key (the first one present; stored raw in ``flow.session_key``):
-
-1. ``prompt_cache_key`` in the body (Codex sets it to the thread id);
-2. the ``session-id``, ``thread-id`` headers (Codex 0.169), then the older ``session_id``,
-   ``thread_id``, ``conversation_id`` / ``conversation-id``;
-3. a BLAKE2b hash of the first input item that is not a system/developer message: Responses
-   ``input`` (a string or items) or Chat ``messages``. Items are reduced to ``role`` + text, so a
-   chat message and its Responses translation give the same key.
+The conversation key is ``plugins._conversation_key.conversation_key`` (``prompt_cache_key``, the
+session headers, else a hash of the first input item); it is stored raw in ``flow.session_key``.
 
 A conversation is placed once and then pinned to its account (an in-memory LRU of ``max_pins``
 keys). Later turns go to the same account for as long as the pool offers it (the pool holds back
@@ -25,9 +20,17 @@ New and moved conversations go to the candidate with the most quota tokens left 
 conversation (budgets learned from usage headers, windows about to reset counted as nearly full),
 skipping candidates below ``min_remaining_pct`` while another is above; ties are broken by
 rendezvous hashing (``blake2b(account.id + "\\0" + key)``), stable across processes. Pins are
-kept in memory (keyed by the same hash the request log stores), warmed at start from the request
-log's last 24 hours, and every ``SYNC_SECONDS`` the placements other replicas logged are adopted
-(newest wins), so replicas sharing a database agree within a few seconds.
+kept in memory (keyed by the same hash the request log stores) and warmed at start from the
+request log's last 24 hours.
+
+Replicas sharing a PostgreSQL database agree through the ``conversation_pins`` table
+(``plugins._shared_pins``): a replica asks it once about a conversation it does not know, claims a
+new placement there (the first claim wins, the others follow it) and moves a conversation by
+compare-and-set (a replica that loses follows the winner); every second each replica reads the
+rows others changed. Known pins are served from memory, so the table costs a round-trip per new
+conversation per replica and per move, never per turn. On SQLite (one process: ``serve --workers``
+refuses SQLite) the table is not used and no turn waits for the database; the placements logged in
+the request log are read every ``SYNC_SECONDS`` instead.
 
 Route reasons: ``sticky:new`` (first placement), ``sticky:hit`` (its pinned account), and on a
 move ``sticky:moved-<why> from=<old id[:8]> to=<new id[:8]>`` with ``<why>`` one of ``cap``,
@@ -53,7 +56,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import json
 import logging
 import time
 from collections import OrderedDict
@@ -61,77 +63,32 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from codexlb import Account, Flow, hookimpl
+from codexlb.db.pins import Pin
 from codexlb.options import PluginOptions
 from codexlb.pool import CAP_REASON
 from codexlb.quota import effective_remaining
 from codexlb.types import AccountStatus
+from plugins._conversation_key import conversation_key
 from plugins._headroom import Headroom
+from plugins._shared_pins import SYNC_SECONDS as SHARED_SYNC_SECONDS
+from plugins._shared_pins import SharedPins
 
 if TYPE_CHECKING:
     from codexlb.types import AppView
 
+__all__ = ["SelectSticky", "conversation_key"]
+
 NAME = "sticky"
-KEY_HEADERS = ("session-id", "thread-id", "session_id", "thread_id", "conversation_id", "conversation-id")
-SYSTEM_ROLES = frozenset({"system", "developer"})
 OPTIONS = ("min_remaining_pct", "weight_by_quota", "max_pins")
 WARM_SECONDS = 24 * 3600
 SYNC_SECONDS = 2.0
 """How often placements logged by other replicas are adopted."""
+ACCOUNT_SYNC_SECONDS = 10.0
+"""A shared pin naming an account this replica has not loaded is taken for a new account (the pool
+merges the database every few seconds) this long after it was written, and for a removed one after."""
 LOG_DELAY_SECONDS = 10.0
 """Rows are logged when a flow ends (and batched): look this far behind the last read."""
 log = logging.getLogger("codexlb.select_sticky")
-
-
-def _text(content: Any) -> str:
-    """The text of a message ``content``: a string or a list of parts (non-text parts as JSON)."""
-    if isinstance(content, str):
-        return content
-    if not isinstance(content, list):
-        return json.dumps(content, sort_keys=True, separators=(",", ":"), default=str)
-    out = []
-    for part in content:
-        if isinstance(part, str):
-            out.append(part)
-        elif isinstance(part, Mapping) and isinstance(part.get("text"), str):
-            out.append(part["text"])
-        else:
-            out.append(json.dumps(part, sort_keys=True, separators=(",", ":"), default=str))
-    return "".join(out)
-
-
-def first_item_key(payload: Mapping[str, Any]) -> str | None:
-    """Hash of the first non-system item of ``input`` (Responses) or ``messages`` (Chat)."""
-    items = payload.get("input")
-    if items is None:
-        items = payload.get("messages")
-    if isinstance(items, str):
-        canonical = "user\0" + items
-    elif isinstance(items, list) and items:
-        item = next((i for i in items if not (isinstance(i, Mapping) and i.get("role") in SYSTEM_ROLES)),
-                    items[0])
-        if isinstance(item, Mapping) and isinstance(item.get("role"), str) and "content" in item:
-            canonical = f"{item['role']}\0{_text(item['content'])}"
-        else:
-            canonical = json.dumps(item, sort_keys=True, separators=(",", ":"), default=str)
-    else:
-        return None
-    if not canonical.strip("\0"):
-        return None
-    return hashlib.blake2b(canonical.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
-
-
-def conversation_key(flow: Flow) -> str | None:
-    """The conversation key of ``flow`` (see the module docstring), or ``None``."""
-    payload = flow.request.payload or {}
-    key = payload.get("prompt_cache_key")
-    if isinstance(key, str) and key:
-        return key
-    headers = flow.request.headers
-    for name in KEY_HEADERS:
-        value = headers.get(name)
-        if value:
-            return value
-    return first_item_key(payload)
 
 
 class SelectSticky:
@@ -146,6 +103,8 @@ class SelectSticky:
         self._moved: set[str] = set()
         self._pinned_at: dict[str, float] = {}
         self.headroom = Headroom()
+        self.shared: SharedPins | None = None
+        """The shared pin table, when replicas share a PostgreSQL database (set at start)."""
 
     @hookimpl
     def configure(self, config: Mapping[str, Any]) -> None:
@@ -190,26 +149,71 @@ class SelectSticky:
         now = time.time()
         pin = flow.session_key_hash or key
         pinned_id = self._pins.get(pin)
+        keep = True
+        if pinned_id is None and self.shared is not None:
+            pinned_id, keep = await self._recall(pin, app, now)
         pinned = next((a for a in candidates if a.id == pinned_id), None) if pinned_id is not None else None
         above = [a for a in candidates if self._above_floor(a, now)]
         # a usable pinned account is ridden to its end, unless an early move to a fuller account pays
         if pinned is not None and (not above or not self._should_leave(pinned, pin, now)):
             self._pins.move_to_end(pin)
             self.headroom.live_on(pinned.id, pin, now)
+            if self.shared is not None:
+                self.shared.used(pin, now)
             flow.set_route(NAME, "hit")
             return pinned
         pool = candidates if pinned is None else [a for a in candidates if a is not pinned]
         chosen = self._place(key, [a for a in pool if a in above] or pool or candidates, now)
+        at = None
+        if self.shared is not None and keep:
+            chosen, at = await self._agree(pin, pinned_id, chosen, candidates)
         if pinned_id is None:
             flow.set_route(NAME, "new")
         else:
-            why = "low-headroom" if pinned is not None else self._why_gone(app, pinned_id)
+            why = self._why_gone(app, pinned_id) if keep else "unavailable"  # not loaded here yet
+            why = "low-headroom" if pinned is not None else why
             # on a retry the core's reason (fallback-after-429, ...) takes the place of moved-<why>
             flow.set_route(NAME, f"moved-{why}", f"from={pinned_id[:8]} to={chosen.id[:8]}")
             self._moved.add(pin)
-        self._pin(pin, chosen.id)
+        if keep:
+            self._pin(pin, chosen.id, at)
         self.headroom.live_on(chosen.id, pin, now)
         return chosen
+
+    async def _recall(self, pin: str, app: AppView | None, now: float) -> tuple[str | None, bool]:
+        """Ask the shared table about a conversation this replica does not know.
+
+        Returns its account id (``None``: a new conversation, or the table cannot be asked) and
+        whether this turn's decision may be kept: not when the row names an account this replica
+        has not loaded yet (added moments ago elsewhere); that turn is served elsewhere, unpinned.
+        """
+        assert self.shared is not None
+        row = await self.shared.lookup(pin)
+        if row is None:
+            return None, True
+        accounts = getattr(getattr(app, "pool", None), "accounts", {})
+        if row.account_id not in accounts and now - row.changed_at < ACCOUNT_SYNC_SECONDS:
+            return row.account_id, False
+        self._take(row)
+        return row.account_id, True
+
+    async def _agree(self, pin: str, old: str | None, chosen: Account,
+                     candidates: Sequence[Account]) -> tuple[Account, float | None]:
+        """Claim this placement or move in the shared table; follow another replica's if it won first.
+
+        Returns the account to use and when the table says it was placed (``None``: decided alone).
+        """
+        assert self.shared is not None
+        row = await self.shared.claim(pin, chosen.id, old)
+        if row is None or row.account_id == chosen.id:
+            return chosen, None if row is None else row.changed_at
+        winner = next((a for a in candidates if a.id == row.account_id), None)
+        if winner is not None:
+            if row.moves:
+                self._moved.add(pin)
+            return winner, row.changed_at
+        row = await self.shared.claim(pin, chosen.id, row.account_id)  # its choice is no candidate here
+        return chosen, None if row is None else row.changed_at
 
     def _should_leave(self, account: Account, pin: str, now: float) -> bool:
         """Move early: the account cannot give its living conversations one more round, and this one
@@ -272,17 +276,50 @@ class SelectSticky:
             since = time.time()
             self.adopt(rows, app.pool.accounts)
 
+    async def _shared_sync_loop(self, app: AppView) -> None:
+        """Follow the shared table: placements and moves other replicas made, decisions kept meanwhile."""
+        assert self.shared is not None
+        while True:
+            await asyncio.sleep(SHARED_SYNC_SECONDS)
+            try:
+                changed, settled = await self.shared.sync(self.max_pins)
+            except Exception:  # the database is away: keep routing on what this replica knows
+                log.debug("could not read the shared pins", exc_info=True)
+                continue
+            for row in changed:
+                self._take(row, app.pool.accounts)
+            for row in settled:
+                self._take(row, app.pool.accounts, force=True)
+
     def adopt(self, rows: Sequence[tuple[str, str, float]], accounts: Mapping[str, Any]) -> None:
         """Take ``(pin, account id, time)`` placements that are newer than this replica's own."""
         for pin, account_id, at in reversed(rows):  # oldest first
             if account_id in accounts and at > self._pinned_at.get(pin, 0.0) and self._pins.get(pin) != account_id:
                 self._pin(pin, account_id, at)
 
+    def _take(self, row: Pin, accounts: Mapping[str, Any] | None = None, *, force: bool = False) -> None:
+        """Follow a row of the shared table if it is newer than what this replica decided (or ``force``).
+
+        A row naming an account this replica has not loaded drops the pin: the next turn asks again.
+        """
+        key = row.key_hash
+        if not force and row.changed_at <= self._pinned_at.get(key, 0.0):
+            return
+        if accounts is not None and row.account_id not in accounts:
+            if self._pins.get(key, row.account_id) != row.account_id:
+                self._forget(key)
+            return
+        if row.moves:
+            self._moved.add(key)
+        self._pin(key, row.account_id, row.changed_at)
+
     @hookimpl
     async def startup(self, app: AppView) -> None:
-        """Warm the pins from the request log, so a restart keeps conversations where they were."""
+        """Warm the pins from the request log (and the shared table), so a restart keeps conversations
+        where they were; then follow what the other replicas decide."""
         if self.max_pins <= 0 or app.sessionmaker is None:
             return
+        from codexlb.db.engine import is_sqlite
         from codexlb.db.requestlog import latest_accounts_by_session
 
         try:
@@ -290,11 +327,20 @@ class SelectSticky:
                                                       limit=self.max_pins * 4)
         except Exception:  # a log we cannot read must not stop the proxy
             log.warning("could not read recent conversations from the request log", exc_info=True)
-            return
+            latest = {}
         for pin, account_id in reversed(list(latest.items())):  # oldest first: the newest end up hottest
             if account_id in app.pool.accounts:
                 self._pin(pin, account_id, 0.0)
-        app.tasks.spawn(self._sync_loop(app), "sticky-pin-sync")
+        if is_sqlite(app.settings.database_url):  # one process: nobody to agree with
+            app.tasks.spawn(self._sync_loop(app), "sticky-pin-sync")
+            return
+        self.shared = SharedPins(app.sessionmaker)
+        try:
+            for row in await self.shared.warm(self.max_pins):
+                self._take(row, app.pool.accounts, force=True)
+        except Exception:
+            log.warning("could not read the shared pins; they are read again in a second", exc_info=True)
+        app.tasks.spawn(self._shared_sync_loop(app), "sticky-pin-sync")
 
     def _pin(self, key: str, account_id: str, at: float | None = None) -> None:
         if self.max_pins <= 0:
@@ -303,6 +349,9 @@ class SelectSticky:
         self._pinned_at[key] = time.time() if at is None else at
         self._pins.move_to_end(key)
         while len(self._pins) > self.max_pins:
-            gone = self._pins.popitem(last=False)[0]
-            self._moved.discard(gone)
-            self._pinned_at.pop(gone, None)
+            self._forget(next(iter(self._pins)))
+
+    def _forget(self, key: str) -> None:
+        self._pins.pop(key, None)
+        self._moved.discard(key)
+        self._pinned_at.pop(key, None)

@@ -221,3 +221,28 @@ class ApiKeyCounterRow(Base):
     input_tokens: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
     cached_tokens: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
     output_tokens: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
+
+
+class ConversationPinRow(Base):
+    """Which account a conversation lives on, shared by replicas of one PostgreSQL database.
+
+    A placement is claimed by inserting the row (the first replica wins); a move is a compare-and-set
+    update of ``account_id``. Rows idle for a day are pruned (see :mod:`codexlb.db.pins`).
+    """
+
+    __tablename__ = "conversation_pins"
+    __table_args__ = (
+        Index("ix_conversation_pins_changed_at", "changed_at"),
+        Index("ix_conversation_pins_used_at", "used_at"),
+    )
+
+    key_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    """The conversation's ``session_key_hash`` (what the request log stores; never the key)."""
+    account_id: Mapped[str] = mapped_column(String(32))
+    """No foreign key: a removed account's pins are moved or pruned, never a reason to refuse a write."""
+    moves: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    """How often the conversation moved (a moved conversation is not moved early again)."""
+    changed_at: Mapped[float] = mapped_column(Float)
+    """When it was placed or last moved (replicas read the rows changed since their last read)."""
+    used_at: Mapped[float] = mapped_column(Float)
+    """About when a turn last used it (written in batches, at most every few minutes per replica)."""
