@@ -277,19 +277,22 @@ class SelectSticky:
             self.adopt(rows, app.pool.accounts)
 
     async def _shared_sync_loop(self, app: AppView) -> None:
-        """Follow the shared table: placements and moves other replicas made, decisions kept meanwhile."""
-        assert self.shared is not None
         while True:
             await asyncio.sleep(SHARED_SYNC_SECONDS)
             try:
-                changed, settled = await self.shared.sync(self.max_pins)
+                await self.follow(app.pool.accounts)
             except Exception:  # the database is away: keep routing on what this replica knows
                 log.debug("could not read the shared pins", exc_info=True)
-                continue
-            for row in changed:
-                self._take(row, app.pool.accounts)
-            for row in settled:
-                self._take(row, app.pool.accounts, force=True)
+
+    async def follow(self, accounts: Mapping[str, Any]) -> None:
+        """One read of the shared table: follow what other replicas placed or moved, and the winners
+        of what this replica decided alone while the database was away (raises if it still is)."""
+        assert self.shared is not None
+        changed, settled = await self.shared.sync(self.max_pins)
+        for row in changed:
+            self._take(row, accounts)
+        for row in settled:
+            self._take(row, accounts, force=True)
 
     def adopt(self, rows: Sequence[tuple[str, str, float]], accounts: Mapping[str, Any]) -> None:
         """Take ``(pin, account id, time)`` placements that are newer than this replica's own."""
