@@ -97,7 +97,7 @@ class Headroom:
                 other.context.pop(pin, None)
                 other.cost.pop(pin, None)
         state = self._of(account_id)
-        state.live[pin] = now
+        state.live[pin] = max(now, state.live.get(pin, now))
         if context is not None:
             state.context[pin] = context
 

@@ -35,6 +35,8 @@ TOUCH_SECONDS = 600.0
 IDLE_SECONDS = 24 * 3600.0
 """A pin no turn used for this long is pruned (the same horizon the start-up warm-up reads)."""
 PRUNE_SECONDS = 600.0
+LOOKUP_CHANGES = 1000
+"""At most this many rows changed since the last read come with a lookup (the periodic read gets the rest)."""
 MAX_PENDING = 10_000
 """Decisions kept while the database is away (the oldest are dropped beyond this)."""
 
@@ -52,6 +54,8 @@ class SharedPins:
         self._touched: dict[str, float] = {}
         self._to_touch: set[str] = set()
         self._since: float | None = None
+        self._newest = time.time()
+        """``changed_at`` of the newest row read (a lookup reads what changed after it)."""
         self._pruned_at = 0.0
 
     def available(self, now: float | None = None) -> bool:
@@ -71,9 +75,16 @@ class SharedPins:
 
     # -- on the request path (once per conversation per replica, and on moves) ------------------
 
-    async def lookup(self, key_hash: str) -> Pin | None:
-        """The conversation's row; ``None`` when absent or the table cannot be asked now."""
-        return await self._call("read a pin", lambda: table.get_pin(self.sessionmaker, key_hash))
+    async def lookup(self, key_hash: str) -> tuple[Pin | None, list[Pin]]:
+        """The conversation's row (``None`` when absent or the table cannot be asked now) and, from
+        the same read, the rows placed or moved since the newest this replica has seen (so a new
+        conversation is placed knowing what the others placed a moment ago)."""
+        found = await self._call("read a pin", lambda: table.get_pin_and_changes(
+            self.sessionmaker, key_hash, self._newest, LOOKUP_CHANGES))
+        if found is None:
+            return None, []
+        self.saw(found[1])
+        return found
 
     async def claim(self, key_hash: str, account_id: str, old: str | None = None) -> Pin | None:
         """Place (``old`` is ``None``) or move the conversation; the row after, naming the winner.
@@ -87,7 +98,13 @@ class SharedPins:
             self._keep(key_hash, old, account_id)
             return None
         self._touched[key_hash] = now
+        self.saw([result[0]])
         return result[0]
+
+    def saw(self, rows: list[Pin]) -> None:
+        for row in rows:
+            if row.changed_at > self._newest:
+                self._newest = row.changed_at
 
     def used(self, key_hash: str, now: float) -> None:
         """A turn used the pin: mark its row used at the next sync, if not done recently."""
@@ -119,6 +136,7 @@ class SharedPins:
         since = now - SKEW_SECONDS if self._since is None else self._since
         async with asyncio.timeout(max(self.timeout, 5.0)):
             changed = await table.pins_changed_since(self.sessionmaker, since, limit)
+            self.saw(changed)
             self._since = now - SKEW_SECONDS
             self._closed_until = 0.0  # the database answers again
             written = await self._write_pending()

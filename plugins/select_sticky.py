@@ -181,17 +181,20 @@ class SelectSticky:
         return chosen
 
     async def _recall(self, pin: str, app: AppView | None, now: float) -> tuple[str | None, bool]:
-        """Ask the shared table about a conversation this replica does not know.
+        """Ask the shared table about a conversation this replica does not know (and follow what the
+        others placed since the last read, so a new conversation is placed on an up-to-date view).
 
         Returns its account id (``None``: a new conversation, or the table cannot be asked) and
         whether this turn's decision may be kept: not when the row names an account this replica
         has not loaded yet (added moments ago elsewhere); that turn is served elsewhere, unpinned.
         """
         assert self.shared is not None
-        row = await self.shared.lookup(pin)
+        row, changed = await self.shared.lookup(pin)
+        accounts = getattr(getattr(app, "pool", None), "accounts", {})
+        for other in changed:
+            self._take(other, accounts)
         if row is None:
             return None, True
-        accounts = getattr(getattr(app, "pool", None), "accounts", {})
         if row.account_id not in accounts and now - row.changed_at < ACCOUNT_SYNC_SECONDS:
             return row.account_id, False
         self._take(row)
@@ -301,7 +304,8 @@ class SelectSticky:
                 self._pin(pin, account_id, at)
 
     def _take(self, row: Pin, accounts: Mapping[str, Any] | None = None, *, force: bool = False) -> None:
-        """Follow a row of the shared table if it is newer than what this replica decided (or ``force``).
+        """Follow a row of the shared table if it is newer than what this replica decided (or ``force``);
+        the conversation counts as living on its account from when it was placed or moved.
 
         A row naming an account this replica has not loaded drops the pin: the next turn asks again.
         """
@@ -315,6 +319,7 @@ class SelectSticky:
         if row.moves:
             self._moved.add(key)
         self._pin(key, row.account_id, row.changed_at)
+        self.headroom.live_on(row.account_id, key, row.changed_at)  # load placed by others counts here too
 
     @hookimpl
     async def startup(self, app: AppView) -> None:

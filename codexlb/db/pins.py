@@ -12,7 +12,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from codexlb.db.engine import begin_write
@@ -57,6 +57,21 @@ async def get_pin(sessionmaker: async_sessionmaker[AsyncSession], key_hash: str)
     """The conversation's row, or ``None`` when no replica placed it (or it was pruned)."""
     async with sessionmaker() as session:
         return await _read(session, key_hash)
+
+
+async def get_pin_and_changes(sessionmaker: async_sessionmaker[AsyncSession], key_hash: str, since: float,
+                              limit: int) -> tuple[Pin | None, list[Pin]]:
+    """The conversation's row (or ``None``) and, in the same read, the rows changed at or after
+    ``since`` (oldest first, at most ``limit``)."""
+    query = (select(*_COLUMNS).where(or_(PINS.key_hash == key_hash, PINS.changed_at >= since))
+             .order_by(PINS.changed_at.desc()).limit(limit + 1))
+    async with sessionmaker() as session:
+        rows = [_pin(r) for r in (await session.execute(query)).all()]
+    mine = next((p for p in rows if p.key_hash == key_hash), None)
+    if mine is None and len(rows) > limit:  # the row itself may be past the limit: ask for it alone
+        async with sessionmaker() as session:
+            mine = await _read(session, key_hash)
+    return mine, [p for p in reversed(rows) if p.changed_at >= since][-limit:]
 
 
 async def claim_pin(sessionmaker: async_sessionmaker[AsyncSession], key_hash: str, account_id: str,

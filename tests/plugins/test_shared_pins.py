@@ -76,7 +76,7 @@ async def test_a_replica_asks_once_then_serves_the_pin_from_memory(
         sessions: async_sessionmaker[AsyncSession], monkeypatch: pytest.MonkeyPatch) -> None:
     one, two = Replica(sessions, "acct-a"), Replica(sessions, "acct-b")
     assert await one.turn("conv") == ("acct-a", "sticky:new")
-    lookups = count_calls(monkeypatch, "get_pin")
+    lookups = count_calls(monkeypatch, "get_pin_and_changes")
     for _ in range(5):
         assert await two.turn("conv") == ("acct-a", "sticky:hit")  # not acct-b, its own favourite
     assert lookups == [session_key_hash("conv")]  # one round-trip for the conversation, none per turn
