@@ -4,7 +4,9 @@ The upstream reports usage in percent per window; a plus and a pro account diffe
 percent buys. :class:`Headroom` learns each window's budget from every finished response
 (``cost = uncached input + CACHED_WEIGHT * cached + output`` against the rise of ``used_percent``
 since a baseline) and tracks the conversations living on each account (a conversation lives on its
-account while its prompt cache would still be warm, ``LIVE_SECONDS`` after its last turn).
+account while its prompt cache would still be warm, ``LIVE_SECONDS`` after its last turn). Replicas
+add what they spend to shared running totals (:meth:`Headroom.unshared`, :meth:`Headroom.shared`),
+so each learns a budget from the whole spend that moved the account's percent, not its own part.
 
 Before an account's budget is known it is taken as the median of the known budgets of its plan,
 else of every account, else 100 (remaining percent, as if every account were alike).
@@ -34,21 +36,22 @@ def cost_of(usage: TokenUsage) -> float:
 
 @dataclass
 class _Meter:
-    """Tokens spent on one window since ``base`` percent was reported."""
+    """Tokens spent on one window since ``base`` percent was reported (``base_total``: the account's
+    running total of spent tokens then)."""
 
     base: float | None = None
-    spent: float = 0.0
+    base_total: float = 0.0
     budget: float | None = None
 
-    def observe(self, window: UsageWindow, cost: float) -> None:
+    def observe(self, window: UsageWindow, total: float) -> None:
         used = window.used_percent
         if self.base is None or used < self.base:  # first look, or the window reset
-            self.base, self.spent = used, 0.0
+            self.base, self.base_total = used, total
             return
-        self.spent += cost
+        spent = total - self.base_total
         rise = used - self.base
-        if rise >= MIN_RISE and self.spent > 0:
-            self.budget = self.spent * 100.0 / rise
+        if rise >= MIN_RISE and spent > 0:
+            self.budget = spent * 100.0 / rise
 
 
 @dataclass
@@ -68,6 +71,31 @@ class Headroom:
 
     def __init__(self) -> None:
         self._state: dict[str, _AccountState] = {}
+        self._shared: dict[str, float] = {}
+        """Tokens every replica spent on each account, as last read from the shared totals."""
+        self._unshared: dict[str, float] = {}
+        """Tokens this process spent on each account and has not added to the shared totals (one
+        process alone never shares: this is then all it spent)."""
+
+    def total(self, account_id: str) -> float:
+        """Tokens spent on the account, as far as this process knows (its running total)."""
+        return self._shared.get(account_id, 0.0) + self._unshared.get(account_id, 0.0)
+
+    def unshared(self) -> dict[str, float]:
+        """What to add to the shared totals (this process's spend since it last did)."""
+        return {account_id: tokens for account_id, tokens in self._unshared.items() if tokens}
+
+    def shared(self, totals: dict[str, float], added: dict[str, float]) -> None:
+        """The shared totals after ``added`` (from :meth:`unshared`) went into them.
+
+        An account whose total was unknown here starts measuring afresh (its total just jumped).
+        """
+        for account_id, tokens in added.items():
+            self._unshared[account_id] = self._unshared.get(account_id, 0.0) - tokens
+        for account_id, state in self._state.items():
+            if account_id in totals and account_id not in self._shared:
+                state.meters = (_Meter(), _Meter())
+        self._shared = dict(totals)
 
     def _of(self, account_id: str) -> _AccountState:
         state = self._state.get(account_id)
@@ -82,8 +110,10 @@ class Headroom:
         state = self._of(account.id)
         state.plan = account.plan_type
         cost = cost_of(usage) if usage is not None else 0.0
+        self._unshared[account.id] = self._unshared.get(account.id, 0.0) + cost
+        total = self.total(account.id)
         for meter, window in zip(state.meters, (account.primary, account.secondary), strict=True):
-            meter.observe(window, cost)
+            meter.observe(window, total)
         if pin is not None:
             self.live_on(account.id, pin, now, usage.input if usage is not None else None)
             if usage is not None:
@@ -103,6 +133,7 @@ class Headroom:
 
     def forget(self, account_id: str) -> None:
         self._state.pop(account_id, None)
+        self._unshared.pop(account_id, None)
 
     # -- reading ----------------------------------------------------------------------------
 

@@ -24,7 +24,7 @@ kept in memory (keyed by the same hash the request log stores) and warmed at sta
 request log's last 24 hours.
 
 Replicas sharing a PostgreSQL database agree through the ``conversation_pins`` table
-(``plugins._shared_pins``): a replica asks it once about a conversation it does not know, claims a
+(``plugins._shared_state``): a replica asks it once about a conversation it does not know, claims a
 new placement there (the first claim wins, the others follow it) and moves a conversation by
 compare-and-set (a replica that loses follows the winner); every second each replica reads the
 rows others changed. Known pins are served from memory, so the table costs a round-trip per new
@@ -70,8 +70,8 @@ from codexlb.quota import effective_remaining
 from codexlb.types import AccountStatus
 from plugins._conversation_key import conversation_key
 from plugins._headroom import Headroom
-from plugins._shared_pins import SYNC_SECONDS as SHARED_SYNC_SECONDS
-from plugins._shared_pins import SharedPins
+from plugins._shared_state import SYNC_SECONDS as SHARED_SYNC_SECONDS
+from plugins._shared_state import SharedState
 
 if TYPE_CHECKING:
     from codexlb.types import AppView
@@ -103,7 +103,7 @@ class SelectSticky:
         self._moved: set[str] = set()
         self._pinned_at: dict[str, float] = {}
         self.headroom = Headroom()
-        self.shared: SharedPins | None = None
+        self.shared: SharedState | None = None
         """The shared pin table, when replicas share a PostgreSQL database (set at start)."""
 
     @hookimpl
@@ -285,17 +285,20 @@ class SelectSticky:
             try:
                 await self.follow(app.pool.accounts)
             except Exception:  # the database is away: keep routing on what this replica knows
-                log.debug("could not read the shared pins", exc_info=True)
+                log.debug("could not read or write the shared routing state", exc_info=True)
 
     async def follow(self, accounts: Mapping[str, Any]) -> None:
-        """One read of the shared table: follow what other replicas placed or moved, and the winners
-        of what this replica decided alone while the database was away (raises if it still is)."""
+        """One read of the shared state: follow what other replicas placed or moved, and the winners
+        of what this replica decided alone while the database was away; share what it spent (so
+        budgets are learned from every replica's spend). Raises if the database is still away."""
         assert self.shared is not None
         changed, settled = await self.shared.sync(self.max_pins)
         for row in changed:
             self._take(row, accounts)
         for row in settled:
             self._take(row, accounts, force=True)
+        added = self.headroom.unshared()
+        self.headroom.shared(await self.shared.spend(added), added)
 
     def adopt(self, rows: Sequence[tuple[str, str, float]], accounts: Mapping[str, Any]) -> None:
         """Take ``(pin, account id, time)`` placements that are newer than this replica's own."""
@@ -342,12 +345,13 @@ class SelectSticky:
         if is_sqlite(app.settings.database_url):  # one process: nobody to agree with
             app.tasks.spawn(self._sync_loop(app), "sticky-pin-sync")
             return
-        self.shared = SharedPins(app.sessionmaker)
+        self.shared = SharedState(app.sessionmaker)
         try:
             for row in await self.shared.warm(self.max_pins):
                 self._take(row, app.pool.accounts, force=True)
+            self.headroom.shared(await self.shared.spend({}), {})
         except Exception:
-            log.warning("could not read the shared pins; they are read again in a second", exc_info=True)
+            log.warning("could not read the shared routing state; it is read again in a second", exc_info=True)
         app.tasks.spawn(self._shared_sync_loop(app), "sticky-pin-sync")
 
     def _pin(self, key: str, account_id: str, at: float | None = None) -> None:

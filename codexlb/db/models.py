@@ -246,3 +246,14 @@ class ConversationPinRow(Base):
     """When it was placed or last moved (replicas read the rows changed since their last read)."""
     used_at: Mapped[float] = mapped_column(Float)
     """About when a turn last used it (written in batches, at most every few minutes per replica)."""
+
+
+class AccountSpendRow(Base):
+    """Quota tokens all replicas spent on an account, ever: each adds its share every second, so
+    every replica learns an account's budget from the whole spend, not from its own part of it."""
+
+    __tablename__ = "account_spend"
+
+    account_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    """No foreign key: the totals are a routing hint, written without a lock on the account."""
+    tokens: Mapped[float] = mapped_column(Float, server_default=text("0"))

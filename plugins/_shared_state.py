@@ -1,12 +1,14 @@
-"""One replica's window on the ``conversation_pins`` table (:mod:`codexlb.db.pins`).
+"""One replica's window on the routing state replicas share: the ``conversation_pins`` table
+(:mod:`codexlb.db.pins`) and the running totals of ``account_spend`` (:mod:`codexlb.db.spend`).
 
-Used by ``select_sticky`` when replicas share a PostgreSQL database. The table is asked only about
+Used by ``select_sticky`` when replicas share a PostgreSQL database. The pin table is asked only about
 a conversation this replica does not know (once per conversation per replica) and written on a
 placement or a move; known pins are served from memory. Every call is bounded by ``timeout``; a
 failure opens a breaker for ``backoff`` seconds (the caller then decides alone, as a single process
 would) and the decision is kept to be written once the database answers again. :meth:`sync` (every
 ``SYNC_SECONDS``) reads the rows other replicas changed, writes what was kept, marks used pins (at
-most every ``TOUCH_SECONDS`` per pin) and prunes pins idle longer than ``IDLE_SECONDS``.
+most every ``TOUCH_SECONDS`` per pin) and prunes pins idle longer than ``IDLE_SECONDS``;
+:meth:`spend` adds this replica's spend to the shared totals at the same pace.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 from codexlb.db import pins as table
 from codexlb.db.pins import Pin
+from codexlb.db.spend import add_spend
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -41,8 +44,8 @@ MAX_PENDING = 10_000
 """Decisions kept while the database is away (the oldest are dropped beyond this)."""
 
 
-class SharedPins:
-    """Bounded reads and writes of the shared pin table, a breaker, and decisions kept for later."""
+class SharedState:
+    """Bounded reads and writes of the shared pins and spend, a breaker, and decisions kept for later."""
 
     def __init__(self, sessionmaker: async_sessionmaker[AsyncSession], *, timeout: float = 1.0,
                  backoff: float = 5.0) -> None:
@@ -147,6 +150,14 @@ class SharedPins:
                 if pruned:
                     log.info("shared pins: pruned %d idle for a day", pruned)
         return changed, written
+
+    async def spend(self, added: dict[str, float]) -> dict[str, float]:
+        """Add this replica's spend per account to the shared totals; every account's total after.
+
+        Raises when the database cannot be reached (the spend is added at the next tick).
+        """
+        async with asyncio.timeout(max(self.timeout, 5.0)):
+            return await add_spend(self.sessionmaker, added)
 
     async def _write_pending(self) -> list[Pin]:
         out = []

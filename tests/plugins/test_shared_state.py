@@ -23,7 +23,7 @@ from codexlb.settings import Settings
 from codexlb.testing import make_account, make_flow
 from codexlb.testing.harness import proxy_server
 from codexlb.types import Account
-from plugins import _shared_pins
+from plugins import _shared_state
 from plugins.select_sticky import SelectSticky
 
 IDS = ("acct-a", "acct-b", "acct-c")
@@ -50,7 +50,7 @@ class Replica:
         self.app: Any = type("App", (), {"pool": type("Pool", (), {"accounts": self.accounts})()})()
         self.plugin = SelectSticky()
         self.plugin.configure({})
-        self.plugin.shared = _shared_pins.SharedPins(sessions)
+        self.plugin.shared = _shared_state.SharedState(sessions)
 
     async def turn(self, key: str, without: tuple[str, ...] = ()) -> tuple[str, str]:
         flow = make_flow(payload={"model": "m", "input": "hi", "prompt_cache_key": key})
@@ -62,13 +62,13 @@ class Replica:
 
 def count_calls(monkeypatch: pytest.MonkeyPatch, name: str) -> list[str]:
     calls: list[str] = []
-    real = getattr(_shared_pins.table, name)
+    real = getattr(_shared_state.table, name)
 
     async def counted(sessionmaker: Any, key: str, *args: Any) -> Any:
         calls.append(key)
         return await real(sessionmaker, key, *args)
 
-    monkeypatch.setattr(_shared_pins.table, name, counted)
+    monkeypatch.setattr(_shared_state.table, name, counted)
     return calls
 
 
