@@ -1,4 +1,5 @@
-"""The shared pin table on both backends: claims, compare-and-set moves, reads since, touches, pruning."""
+"""Routing state shared by replicas, on both backends: the pin table (claims, compare-and-set moves,
+reads since, touches, pruning) and the spend totals."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from codexlb.db.pins import (
     prune_pins,
     touch_pins,
 )
+from codexlb.db.spend import add_spend
 
 Sessions = async_sessionmaker[AsyncSession]
 
@@ -68,3 +70,9 @@ async def test_prune_deletes_only_idle_pins(sessionmaker: Sessions) -> None:
     assert await prune_pins(sessionmaker, 400.0) == 1
     assert await get_pin(sessionmaker, "idle") is None
     assert (await get_pin(sessionmaker, "busy")) is not None
+
+
+async def test_spend_totals_add_up_across_concurrent_writers(sessionmaker: Sessions) -> None:
+    assert await add_spend(sessionmaker, {}) == {}
+    await asyncio.gather(*(add_spend(sessionmaker, {"acct-b": 10.0, "acct-a": 1.5}) for _ in range(8)))
+    assert await add_spend(sessionmaker, {"acct-c": 2.0}) == {"acct-a": 12.0, "acct-b": 80.0, "acct-c": 2.0}
