@@ -27,10 +27,11 @@ Replicas sharing a PostgreSQL database agree through the ``conversation_pins`` t
 (``plugins._shared_state``): a replica asks it once about a conversation it does not know, claims a
 new placement there (the first claim wins, the others follow it) and moves a conversation by
 compare-and-set (a replica that loses follows the winner); every second each replica reads the
-rows others changed. Known pins are served from memory, so the table costs a round-trip per new
-conversation per replica and per move, never per turn. On SQLite (one process: ``serve --workers``
-refuses SQLite) the table is not used and no turn waits for the database; the placements logged in
-the request log are read every ``SYNC_SECONDS`` instead.
+rows others changed and adds what it spent to the ``account_spend`` totals (budgets are learned
+from every replica's spend). Known pins are served from memory, so the table costs a round-trip
+per new conversation per replica and per move, never per turn. On SQLite (one process:
+``serve --workers`` refuses SQLite) neither table is used and no turn waits for the database; the
+placements logged in the request log are read every ``SYNC_SECONDS`` instead.
 
 Route reasons: ``sticky:new`` (first placement), ``sticky:hit`` (its pinned account), and on a
 move ``sticky:moved-<why> from=<old id[:8]> to=<new id[:8]>`` with ``<why>`` one of ``cap``,
