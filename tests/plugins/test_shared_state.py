@@ -57,7 +57,7 @@ class Replica:
         candidates = [a for i, a in self.accounts.items() if i not in without]
         chosen: Account | None = await self.plugin.select_account(flow, candidates, self.app)
         assert chosen is not None
-        return chosen.id, flow.route
+        return chosen.id, str(flow.route)
 
 
 def count_calls(monkeypatch: pytest.MonkeyPatch, name: str) -> list[str]:
