@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from codexlb.types import Account, AccountStatus
+from codexlb.types import Account, AccountStatus, UsageWindow
 
 if TYPE_CHECKING:
     from codexlb.db.store import AccountStore, StoredAccount
@@ -36,6 +36,20 @@ class Credentials:
 
     def __repr__(self) -> str:
         return "Credentials(***)"
+
+
+SAME_WINDOW_SECONDS = 5.0
+"""Two readings of a usage window whose resets are this close are readings of the same window."""
+
+
+def newer_window(mine: UsageWindow, theirs: UsageWindow) -> UsageWindow | None:
+    """The newer of two readings of one usage window: a later reset is a later window, and within
+    a window usage only grows. ``None`` without both reset times to compare."""
+    if mine.resets_at is None or theirs.resets_at is None:
+        return None
+    if abs(theirs.resets_at - mine.resets_at) > SAME_WINDOW_SECONDS:
+        return theirs if theirs.resets_at > mine.resets_at else mine
+    return theirs if theirs.used_percent >= mine.used_percent else mine
 
 
 def account_from_stored(row: StoredAccount) -> Account:
@@ -100,7 +114,9 @@ class AccountPool:
     def sync(self, rows: Iterable[StoredAccount]) -> None:
         """Merge the database's view: new accounts join, removed ones leave, newer rows win.
 
-        Field groups changed here and not yet flushed keep their in-memory values.
+        Field groups changed here and not yet flushed keep their in-memory values; usage windows
+        keep the newer reading (:func:`newer_window`), so another replica's late write of an older
+        reading never undoes what this one saw since.
         """
         ids = set()
         for row in rows:
@@ -115,9 +131,12 @@ class AccountPool:
                 current, dirty = self.accounts[row.id], self._dirty.get(row.id, set())
                 names = ["label", "email", "priority", "max_primary_percent", "max_secondary_percent"]
                 names += [] if STATUS in dirty else ["status", "status_reason", "cooldown_until"]
-                names += [] if USAGE in dirty else ["plan_type", "primary", "secondary", "credits"]
+                names += [] if USAGE in dirty else ["plan_type", "credits"]
                 for name in names:
                     setattr(current, name, getattr(account, name))
+                for which in ("primary", "secondary"):
+                    mine, theirs = getattr(current, which), getattr(account, which)
+                    setattr(current, which, newer_window(mine, theirs) or (mine if USAGE in dirty else theirs))
             self._seen[row.id] = row.updated_at
             if row.access_token:
                 self.credentials[row.id] = Credentials(row.access_token, row.refresh_token, row.id_token,

@@ -7,7 +7,7 @@ import time
 
 from codexlb.db.store import StoredAccount
 from codexlb.pool import AccountPool
-from codexlb.types import AccountStatus
+from codexlb.types import AccountStatus, UsageWindow
 
 
 def stored(id: str, **changes: object) -> StoredAccount:
@@ -108,3 +108,17 @@ def test_sync_applies_status_while_only_usage_is_unflushed() -> None:
     pool.touch(account)
     pool.sync([stored("a", status=AccountStatus.PAUSED, updated_at=time.time() + 5)])
     assert account.status is AccountStatus.PAUSED
+
+
+def test_sync_keeps_the_newer_reading_of_a_usage_window() -> None:
+    pool = AccountPool()
+    account = pool.put(stored("a"))
+    reset = time.time() + 3600
+    account.primary = UsageWindow(80.0, 300, reset)  # read from an answer here, written back since
+    later = time.time() + 5
+    pool.sync([stored("a", primary_used_percent=60.0, primary_resets_at=reset + 1, updated_at=later)])
+    assert account.primary.used_percent == 80.0  # another replica's older reading of the same window
+    pool.sync([stored("a", primary_used_percent=85.0, primary_resets_at=reset, updated_at=later + 1)])
+    assert account.primary.used_percent == 85.0
+    pool.sync([stored("a", primary_used_percent=3.0, primary_resets_at=reset + 300 * 60, updated_at=later + 2)])
+    assert (account.primary.used_percent, account.primary.resets_at) == (3.0, reset + 300 * 60)  # the next window
