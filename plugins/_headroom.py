@@ -88,12 +88,14 @@ class Headroom:
     def shared(self, totals: dict[str, float], added: dict[str, float]) -> None:
         """The shared totals after ``added`` (from :meth:`unshared`) went into them.
 
-        An account whose total was unknown here starts measuring afresh (its total just jumped).
+        An account whose total was unknown here and holds others' spend starts measuring afresh (its
+        total just jumped by what they spent, at times unknown here).
         """
         for account_id, tokens in added.items():
             self._unshared[account_id] = self._unshared.get(account_id, 0.0) - tokens
         for account_id, state in self._state.items():
-            if account_id in totals and account_id not in self._shared:
+            others = totals.get(account_id, 0.0) - added.get(account_id, 0.0)
+            if account_id in totals and account_id not in self._shared and others > 0:
                 state.meters = (_Meter(), _Meter())
         self._shared = dict(totals)
 

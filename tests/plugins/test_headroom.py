@@ -41,13 +41,23 @@ def test_replicas_sharing_their_spend_learn_the_whole_budget() -> None:
     views = [make_account("a") for _ in replicas]
     for replica in replicas:
         share(replica)
-    for turn in range(10):  # turns alternate between the replicas, each sharing after its turn
+    for turn in range(10):  # turns alternate between the replicas; both read the totals between turns
         n = turn % 2
         answer(replicas[n], views[n], 10.0 + turn)
-        share(replicas[n])
         answer(alone[n], views[n], 10.0 + turn)
+        share(replicas[n])
+        share(replicas[1 - n])
     assert [r.budget(v, 0) for r, v in zip(replicas, views, strict=True)] == [100_000.0, 100_000.0]
     assert [r.budget(v, 0) for r, v in zip(alone, views, strict=True)] == [50_000.0, 50_000.0]  # half each
+
+
+def test_one_replica_sharing_only_its_own_spend_learns_as_one_process() -> None:
+    TOTALS.clear()
+    headroom, account = Headroom(), make_account("a")
+    for turn in range(5):
+        answer(headroom, account, 10.0 + turn)
+        share(headroom)
+    assert headroom.budget(account, 0) == 100_000.0 and headroom.total("a") == 5_000.0
 
 
 def test_a_total_seen_for_the_first_time_starts_the_measure_afresh() -> None:
