@@ -35,13 +35,17 @@ SYNC_SECONDS = 1.0
 SKEW_SECONDS = 5.0
 """Each read looks this far behind the previous one (clocks of other hosts, slow commits)."""
 TOUCH_SECONDS = 600.0
+"""A pin's row is marked used at most this often by one replica (enough to tell idle from live)."""
 IDLE_SECONDS = 24 * 3600.0
 """A pin no turn used for this long is pruned (the same horizon the start-up warm-up reads)."""
 PRUNE_SECONDS = 600.0
+"""How often a replica deletes the idle pins (every replica may; the delete is idempotent)."""
 LOOKUP_CHANGES = 1000
 """At most this many rows changed since the last read come with a lookup (the periodic read gets the rest)."""
 MAX_PENDING = 10_000
 """Decisions kept while the database is away (the oldest are dropped beyond this)."""
+PENDING_PER_SYNC = 200
+"""Kept decisions written per sync (the rest at the next ones), so one sync stays short."""
 
 
 class SharedState:
@@ -52,7 +56,7 @@ class SharedState:
         self.sessionmaker = sessionmaker
         self.timeout = timeout
         self.backoff = backoff
-        self._closed_until = 0.0
+        self._skip_until = 0.0
         self._pending: OrderedDict[str, tuple[str | None, str]] = OrderedDict()
         self._touched: dict[str, float] = {}
         self._to_touch: set[str] = set()
@@ -63,7 +67,7 @@ class SharedState:
 
     def available(self, now: float | None = None) -> bool:
         """Whether the table is asked at all (the breaker is closed)."""
-        return (time.monotonic() if now is None else now) >= self._closed_until
+        return (time.monotonic() if now is None else now) >= self._skip_until
 
     async def _call(self, what: str, make: Callable[[], Awaitable[T]]) -> T | None:
         if not self.available():
@@ -72,7 +76,7 @@ class SharedState:
             async with asyncio.timeout(self.timeout):
                 return await make()
         except Exception:  # the table is shared knowledge, never a reason to fail a request
-            self._closed_until = time.monotonic() + self.backoff
+            self._skip_until = time.monotonic() + self.backoff
             log.warning("shared pins: could not %s; deciding alone for %g s", what, self.backoff, exc_info=True)
             return None
 
@@ -105,6 +109,7 @@ class SharedState:
         return result[0]
 
     def saw(self, rows: list[Pin]) -> None:
+        """Remember the newest ``changed_at`` read, where the next lookup's changes start."""
         for row in rows:
             if row.changed_at > self._newest:
                 self._newest = row.changed_at
@@ -141,7 +146,7 @@ class SharedState:
             changed = await table.pins_changed_since(self.sessionmaker, since, limit)
             self.saw(changed)
             self._since = now - SKEW_SECONDS
-            self._closed_until = 0.0  # the database answers again
+            self._skip_until = 0.0  # the database answers again
             written = await self._write_pending()
             await self._touch(now)
             if now - self._pruned_at >= PRUNE_SECONDS:
@@ -160,8 +165,8 @@ class SharedState:
             return await add_spend(self.sessionmaker, added)
 
     async def _write_pending(self) -> list[Pin]:
-        out = []
-        while self._pending:
+        out: list[Pin] = []
+        while self._pending and len(out) < PENDING_PER_SYNC:
             key_hash, (old, new) = next(iter(self._pending.items()))
             pin, _ = await table.move_pin(self.sessionmaker, key_hash, old, new, time.time())
             del self._pending[key_hash]

@@ -85,8 +85,9 @@ WARM_SECONDS = 24 * 3600
 SYNC_SECONDS = 2.0
 """How often placements logged by other replicas are adopted."""
 ACCOUNT_SYNC_SECONDS = 10.0
-"""A shared pin naming an account this replica has not loaded is taken for a new account (the pool
-merges the database every few seconds) this long after it was written, and for a removed one after."""
+"""A shared pin naming an account this replica has not loaded: younger than this, the account is
+taken to be new (loaded at the next pool merge; the turn is served elsewhere, unpinned); older, to be
+removed (the conversation moves)."""
 LOG_DELAY_SECONDS = 10.0
 """Rows are logged when a flow ends (and batched): look this far behind the last read."""
 log = logging.getLogger("codexlb.select_sticky")
