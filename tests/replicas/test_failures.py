@@ -102,7 +102,8 @@ async def test_a_killed_replica_fails_only_its_streams_and_rejoins(tmp_path: Pat
             assert response.status_code == 200
             return lb.replica_of(response).address == victim.address
 
-        await poll(rejoined, 20, "nginx to send requests to the restarted replica")  # after nginx's fail_timeout
+        # nginx tries it again after its fail_timeout (10 s); each probe is a ~3 s turn of the slow fake
+        await poll(rejoined, 60, "nginx to send requests to the restarted replica")
 
 
 async def test_a_replica_with_another_encryption_key_refuses_to_start(tmp_path: Path, fake: FakeUpstream,
