@@ -18,19 +18,11 @@ from sqlalchemy.engine import make_url
 from codexlb.accounts.storage import open_store
 from codexlb.flow import session_key_hash
 from codexlb.testing.fake_upstream import FakeUpstream
-from tests.support.cluster import Cluster, Replica, cluster
+from tests.support.cluster import Cluster, Replica, cluster, poll
 from tests.support.postgres import postgres_base_url
 
 BODY = {"model": "gpt-5.5", "instructions": "", "stream": True, "store": False,
         "input": [{"type": "message", "role": "user", "content": [{"type": "input_text", "text": "hi"}]}]}
-
-
-async def poll(condition: object, timeout: float, what: str) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not await condition():  # type: ignore[operator]
-        assert loop.time() < deadline, f"timed out after {timeout:g} s waiting for {what}"
-        await asyncio.sleep(0.2)
 
 
 async def set_database_open(database_url: str, open_: bool) -> None:

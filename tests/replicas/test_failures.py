@@ -15,7 +15,7 @@ from cryptography.fernet import Fernet
 from codexlb.accounts.storage import open_store
 from codexlb.flow import session_key_hash
 from codexlb.testing.fake_upstream import FakeUpstream
-from tests.support.cluster import cluster
+from tests.support.cluster import cluster, poll
 
 BODY = {"model": "gpt-5.5", "instructions": "", "stream": True, "store": False,
         "input": [{"type": "message", "role": "user", "content": [{"type": "input_text", "text": "hi"}]}]}
@@ -25,14 +25,6 @@ BODY = {"model": "gpt-5.5", "instructions": "", "stream": True, "store": False,
 async def _slow_fake() -> AsyncIterator[FakeUpstream]:
     async with FakeUpstream(events=20, event_delay=0.15) as fake:  # a turn streams for ~3 s
         yield fake
-
-
-async def poll(condition: object, timeout: float, what: str) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not await condition():  # type: ignore[operator]
-        assert loop.time() < deadline, f"timed out after {timeout:g} s waiting for {what}"
-        await asyncio.sleep(0.2)
 
 
 async def test_a_killed_replica_fails_only_its_streams_and_rejoins(tmp_path: Path, slow_fake: FakeUpstream,

@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 
 from codexlb.testing.fake_upstream import FakeUpstream
-from tests.support.cluster import PLUGINS, Cluster, cluster
+from tests.support.cluster import PLUGINS, Cluster, cluster, poll
 
 LIMIT, WARM_UP, REPLICAS, SYNC = 30, 20, 3, 0.5
 BODY = {"model": "gpt-5.5", "instructions": "", "stream": True, "store": False,
@@ -36,14 +36,6 @@ async def used_in_database(lb: Cluster) -> int:
     return int(shown["windows"][0]["used"])
 
 
-async def poll(condition: object, timeout: float, what: str) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not await condition():  # type: ignore[operator]
-        assert loop.time() < deadline, f"timed out after {timeout:g} s waiting for {what}"
-        await asyncio.sleep(0.1)
-
-
 async def test_key_limit_overshoot_stays_within_the_documented_bound(tmp_path: Path, fake: FakeUpstream,
                                                                        database_url: str) -> None:
     env = {"CODEX_LB_PLUGINS__API_KEYS__SYNC_INTERVAL_SECONDS": str(SYNC)}
@@ -61,7 +53,7 @@ async def test_key_limit_overshoot_stays_within_the_documented_bound(tmp_path: P
         async def warm_up_shared() -> bool:
             return await used_in_database(lb) == WARM_UP
 
-        await poll(warm_up_shared, 15, "the warm-up counts to reach the database")
+        await poll(warm_up_shared, 15, "the warm-up counts to reach the database", every=0.1)
         async with httpx.AsyncClient(timeout=30) as client:  # then one more on each replica, directly
             for replica in lb.replicas:
                 probe = await client.post(f"{replica.url}/backend-api/codex/responses", json=BODY, headers=headers)
@@ -72,7 +64,7 @@ async def test_key_limit_overshoot_stays_within_the_documented_bound(tmp_path: P
             """Each replica's probe is in the database: each has synced since, reading back >= WARM_UP + 1."""
             return await used_in_database(lb) == used
 
-        await poll(all_synced, 15, "every replica to sync its counts")
+        await poll(all_synced, 15, "every replica to sync its counts", every=0.1)
         remaining = LIMIT - used
         known_remaining = LIMIT - WARM_UP - 1  # the most any replica may still believe is left
 
@@ -89,10 +81,10 @@ async def test_key_limit_overshoot_stays_within_the_documented_bound(tmp_path: P
         async def all_counted() -> bool:
             return await used_in_database(lb) == used + admitted
 
-        await poll(all_counted, 10, "every admitted request to be counted in the database")
+        await poll(all_counted, 10, "every admitted request to be counted in the database", every=0.1)
         async with httpx.AsyncClient(timeout=30) as client:  # once synced, every replica refuses
             for replica in lb.replicas:
                 async def refuses(url: str = replica.url) -> bool:
                     r = await client.post(f"{url}/backend-api/codex/responses", json=BODY, headers=headers)
                     return r.status_code == 429
-                await poll(refuses, 10, f"replica {replica.index} to refuse the spent key")
+                await poll(refuses, 10, f"replica {replica.index} to refuse the spent key", every=0.1)

@@ -23,7 +23,7 @@ import json
 import os
 import signal
 import sys
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -289,3 +289,12 @@ async def cluster(tmp: Path, fake: FakeUpstream, database_url: str, *, replicas:
             except TimeoutError:
                 lb.nginx.kill()
                 await lb.nginx.wait()
+
+
+async def poll(condition: Callable[[], Awaitable[bool]], timeout: float, what: str, every: float = 0.2) -> None:
+    """Wait until ``condition()`` is true; fail naming ``what`` after ``timeout`` seconds."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not await condition():
+        assert loop.time() < deadline, f"timed out after {timeout:g} s waiting for {what}"
+        await asyncio.sleep(every)
