@@ -11,7 +11,9 @@ every route (Codex, ``/v1/responses`` and ``/v1/chat/completions`` streamed and 
 Every ``--sample-seconds`` a CSV row records RSS, open descriptors, asyncio tasks, the worst loop
 lag, p50/p99 latency, requests, errors and faults. At the end: ``soak.csv``, ``soak.png``
 (matplotlib, from the ``bench`` extra) and ``soak.json`` with the checks: RSS growth under
-5 MB/h after warm-up; descriptors and tasks back at their idle level once the load has stopped
+5 MB/h after warm-up (by default one pass of the fault schedule: each kind of fault and burst sets
+the heap's high-water mark the first time it comes, so the working set is only known after all of
+them; the slope after 5 minutes and the largest rise within 5 minutes are reported too); descriptors and tasks back at their idle level once the load has stopped
 (``DRAIN_SECONDS``; during the load they follow the peak of requests in flight, also sampled); and
 client errors only within ``FAULT_WINDOW`` seconds after a fault that can break an answer already
 under way.
@@ -174,11 +176,26 @@ def fds(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/fd"))
 
 
-def read_stats(path: Path, since: float) -> tuple[int, float]:
-    """Latest task count and worst lag since ``since`` from the sampler's file."""
+def read_stats(path: Path, since: float) -> tuple[int, float, dict[str, float]]:
+    """Latest task count, worst lag since ``since`` and the latest memory split from the sampler's file."""
     rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     recent = [r for r in rows if r["t"] >= since] or rows[-1:]
-    return (recent[-1]["tasks"], max(r["lag_ms"] for r in recent)) if recent else (0, 0.0)
+    if not recent:
+        return 0, 0.0, {}
+    memory = {k: v for k, v in recent[-1].items() if k not in ("t", "tasks", "lag_ms")}
+    return recent[-1]["tasks"], max(r["lag_ms"] for r in recent), memory
+
+
+def rss_split(pid: int) -> dict[str, float]:
+    """Resident memory by kind (MB): anonymous (heaps), file-backed (code, mapped files), shared memory
+    (SQLite's ``-shm`` index)."""
+    out: dict[str, float] = {}
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            key, _, value = line.partition(":")
+            if key in ("RssAnon", "RssFile", "RssShmem"):
+                out[key[3:].lower() + "_mb"] = round(int(value.split()[0]) / 1024, 2)
+    return out
 
 
 def pct(values: list[float], q: float) -> float:
@@ -196,7 +213,7 @@ async def sampler(pid: int, stats_file: Path, every: float, until: float, stats:
     while True:
         await asyncio.sleep(max(0.0, min(every, until - time.monotonic() + every)))
         now = time.time()
-        tasks, lag = read_stats(stats_file, last)
+        tasks, lag, memory = read_stats(stats_file, last)
         taken, stats.latencies = stats.latencies, []
         errs, stats.errors = stats.errors, []
         errors.extend(errs)
@@ -204,7 +221,7 @@ async def sampler(pid: int, stats_file: Path, every: float, until: float, stats:
                      "tasks": tasks, "lag_ms": lag, "p50_ms": round(pct(taken, 50), 2),
                      "p99_ms": round(pct(taken, 99), 2), "requests": stats.requests, "errors": len(errs),
                      "faults": sum(1 for t, _ in injected if last < t <= now),
-                     "inflight_peak": stats.peak_inflight})
+                     "inflight_peak": stats.peak_inflight, **rss_split(pid), **memory})
         stats.requests, stats.peak_inflight = 0, stats.inflight
         print(" ".join(f"{k}={v}" for k, v in rows[-1].items()), flush=True)
         last = now
@@ -219,6 +236,17 @@ def slope_per_hour(rows: list[dict[str, Any]], key: str) -> float:
     mx, my = statistics.fmean(xs), statistics.fmean(ys)
     den = sum((x - mx) ** 2 for x in xs)
     return sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / den if den else 0.0
+
+
+def largest_rise(rows: list[dict[str, Any]], key: str, window_s: float) -> float:
+    """The most ``key`` rose from one sample to any sample up to ``window_s`` later (a plateau shows ~0)."""
+    best = 0.0
+    for i, row in enumerate(rows):
+        for later in rows[i + 1:]:
+            if later["t_s"] - row["t_s"] > window_s:
+                break
+            best = max(best, float(later[key]) - float(row[key]))
+    return round(best, 2)
 
 
 def growth(rows: list[dict[str, Any]], key: str) -> float:
@@ -238,7 +266,9 @@ async def idle_sample(pid: int, stats_file: Path, wait: float) -> dict[str, Any]
             continue
         kind = target.split(":")[0] if ":" in target else Path(target).name
         kinds[kind] = kinds.get(kind, 0) + 1
-    return {"fds": sum(kinds.values()), "tasks": read_stats(stats_file, time.time() - 2)[0], "fd kinds": kinds}
+    tasks, _, memory = read_stats(stats_file, time.time() - 2)
+    return {"fds": sum(kinds.values()), "tasks": tasks, "fd kinds": kinds, "rss_mb": round(rss_kb(pid) / 1024, 2),
+            **rss_split(pid), **memory}
 
 
 def not_database(sample: dict[str, Any]) -> int:
@@ -256,7 +286,10 @@ def verdict(rows: list[dict[str, Any]], warmup_s: float, errors: list[tuple[floa
         "samples": len(rows), "steady samples": len(steady), "faults injected": len(injected),
         "client errors": len(errors), "errors outside fault windows": len(stray),
         "stray error examples": [d for _, d in stray[:5]],
+        "warm-up minutes": round(warmup_s / 60, 1),
         "rss slope MB/h": round(slope_per_hour(steady, "rss_mb"), 2) if len(steady) > 1 else None,
+        "rss slope MB/h after 5 minutes": round(slope_per_hour([r for r in rows if r["t_s"] >= 300], "rss_mb"), 2),
+        "largest rss rise in 5 minutes after warm-up (MB)": largest_rise(steady, "rss_mb", 300),
         "fd growth": growth(steady, "fds") if steady else None,
         "task growth": growth(steady, "tasks") if steady else None,
         "peak in flight": max((r["inflight_peak"] for r in rows), default=0),
@@ -359,13 +392,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--minutes", type=float, default=30.0, help="how long the load runs (default 30)")
     parser.add_argument("--rate", type=float, default=100.0, help="requests per second (default 100)")
     parser.add_argument("--sample-seconds", type=float, default=10.0, help="sampling interval (default 10)")
-    parser.add_argument("--fault-every", type=float, default=60.0, help="seconds between faults (default 60)")
-    parser.add_argument("--warmup-minutes", type=float, default=5.0, help="ignored by the flatness checks")
+    parser.add_argument("--fault-every", type=float, default=30.0, help="seconds between faults (default 30)")
+    parser.add_argument("--warmup-minutes", type=float, default=None,
+                        help="ignored by the flatness checks (default: one pass of the fault schedule, at least 5)")
     parser.add_argument("--out", default=str(ROOT / "bench" / "out" / "soak"), help="folder for csv/png/json")
     parser.add_argument("--tiny", action="store_true", help="12 s at 20 req/s: a smoke run, no flatness verdict")
     args = parser.parse_args(argv)
     if args.tiny:
         args.minutes, args.rate, args.sample_seconds, args.fault_every, args.warmup_minutes = 0.2, 20, 3, 4, 0
+    if args.warmup_minutes is None:
+        args.warmup_minutes = max(5.0, len(SCHEDULE) * args.fault_every / 60)
     if args.minutes <= 0 or args.rate <= 0 or args.sample_seconds <= 0 or args.fault_every <= 0:
         parser.error("--minutes, --rate, --sample-seconds and --fault-every must be positive")
     result = asyncio.run(soak(args))

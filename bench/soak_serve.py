@@ -1,23 +1,53 @@
 """``codexlb serve`` with a sampler beside it, for the soak: ``python -m bench.soak_serve STATS_FILE``.
 
 Runs the same ``serve()`` as the CLI (settings from the environment, uvloop, Hypercorn) and, every
-second, appends ``{"t", "tasks", "lag_ms"}`` to ``STATS_FILE``: the number of asyncio tasks and the
-worst event-loop lag seen in that second (how late a 50 ms sleep woke up). Nothing in the proxy
-changes for this; RSS and descriptors are read from ``/proc`` by the soak itself.
+second, appends a JSON line to ``STATS_FILE``: the number of asyncio tasks, the worst event-loop lag
+seen in that second (how late a 50 ms sleep woke up) and where the memory is (:func:`memory`).
+Nothing in the proxy changes for this; RSS and descriptors are read from ``/proc`` by the soak itself.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ctypes
+import gc
 import json
 import sys
+import threading
 import time
 from pathlib import Path
 
 from codexlb.cli.serve import serve
+from codexlb.memory import heap_stats
 from codexlb.settings import load_settings
 
 TICK = 0.05
+
+
+def _sqlite() -> ctypes.CDLL | None:
+    try:
+        lib = ctypes.CDLL("libsqlite3.so.0")
+        lib.sqlite3_memory_used.restype = ctypes.c_int64
+        return lib
+    except OSError:
+        return None
+
+
+SQLITE = _sqlite()
+MB = 1 << 20
+
+
+def memory() -> dict[str, float]:
+    """Where the process's memory is, in MB: the C heap in use and free inside it (glibc ``mallinfo2``;
+    pymalloc's arenas are outside it, mmapped), SQLite's own heap, Python's live blocks, threads."""
+    out: dict[str, float] = {"threads": threading.active_count(), "py_blocks_k": sys.getallocatedblocks() // 1000,
+                             "gc_full": gc.get_stats()[2]["collections"]}
+    heap = heap_stats()
+    if heap:
+        out.update({"heap_used_mb": round(heap["used"] / MB, 2), "heap_free_mb": round(heap["free"] / MB, 2)})
+    if SQLITE is not None:
+        out["sqlite_mb"] = round(SQLITE.sqlite3_memory_used() / MB, 2)
+    return out
 
 
 async def sample(path: Path) -> None:
@@ -30,13 +60,30 @@ async def sample(path: Path) -> None:
                 await asyncio.sleep(TICK)
                 worst = max(worst, loop.time() - start - TICK)
             out.write(json.dumps({"t": time.time(), "tasks": len(asyncio.all_tasks()),
-                                  "lag_ms": round(worst * 1000, 3)}) + "\n")
+                                  "lag_ms": round(worst * 1000, 3), **memory()}) + "\n")
             out.flush()
 
 
+async def snapshots(folder: Path, every: float = 60.0) -> None:
+    """With ``PYTHONTRACEMALLOC`` set: a tracemalloc snapshot every ``every`` seconds (``snap-N.pickle``),
+    to compare what Python objects grew between two points of a soak."""
+    import tracemalloc
+
+    n = 0
+    while True:
+        await asyncio.sleep(every)
+        tracemalloc.take_snapshot().dump(str(folder / f"snap-{n}.pickle"))
+        n += 1
+
+
 async def main(stats: Path) -> int:
+    import os
+    import tracemalloc
+
     settings = load_settings()
     sampler = asyncio.ensure_future(sample(stats))
+    if tracemalloc.is_tracing() and os.environ.get("SOAK_SNAPSHOTS"):
+        asyncio.ensure_future(snapshots(Path(os.environ["SOAK_SNAPSHOTS"])))
     try:
         return await serve(settings)
     finally:

@@ -13,7 +13,8 @@ from quart import Quart
 from codexlb.bindcheck import check_bind
 from codexlb.errors import ConfigError
 from codexlb.hooks import Hooks
-from codexlb.jobs import ModelRegistry, Scheduler  # background jobs (issue 6)
+from codexlb.jobs import ModelRegistry, Scheduler
+from codexlb.memory import trim_loop, tune_allocator
 from codexlb.pipeline import Pipeline
 from codexlb.plugin_loader import make_plugin_manager
 from codexlb.pool import AccountPool
@@ -47,10 +48,12 @@ def settle_heap() -> None:
     every later full collection from walking those ~150,000 objects again (each one took tens of
     milliseconds), and a higher first threshold makes the young collections, which a request's
     short-lived objects trigger, rarer. Measured in ``bench/RESULTS.md`` ("The pipeline's own cost").
+    The C allocator's thresholds are fixed too (:func:`codexlb.memory.tune_allocator`).
     """
     gc.collect()
     gc.freeze()
     gc.set_threshold(*GC_THRESHOLDS)
+    tune_allocator()
 
 
 class CodexLB:
@@ -75,7 +78,7 @@ class CodexLB:
         self.started = False
         self.migration_report: MigrationReport | None = None
         self.quart: Quart | None = None
-        # -- background jobs (issue 6): model list cache and the job scheduler ------------------
+        # -- background jobs: model list cache and the job scheduler ------------------
         self.models = ModelRegistry(self)
         self.jobs = Scheduler(self)
 
@@ -107,11 +110,12 @@ class CodexLB:
                 self.pool.load(await self.store.list())
             await self.hooks.startup()
             if report.error is None:  # without a usable schema: serve /readyz and 503s, run no jobs
-                await self.jobs.start()  # background jobs (issue 6)
+                await self.jobs.start()
         except BaseException:
             await self.engine.dispose()
             raise
         self.tasks.spawn(self._flush_loop(), "pool-flush")
+        self.tasks.spawn(trim_loop(), "memory-trim")
         self.started = True
         log.info("codexlb ready: %d account(s), plugins: %s", len(self.pool.accounts),
                  ", ".join(self.settings.pipeline_plugins))
@@ -131,7 +135,7 @@ class CodexLB:
         if not self.started:
             return
         self.started = False
-        await self.jobs.stop()  # background jobs (issue 6)
+        await self.jobs.stop()
         await self.tasks.cancel_all()
         await self.hooks.shutdown()
         if self.store is not None:
@@ -184,7 +188,7 @@ def create_app(settings: Settings | None = None, *, plugins: Iterable[object] = 
     app.codexlb = lb  # type: ignore[attr-defined]
     lb.quart = app
     for blueprint in (proxy.blueprint, compat.blueprint, responses_ws.blueprint, admin.blueprint, api.blueprint,
-                      jobs_api.blueprint, *lb.hooks.register_routes()):  # jobs_api: issue 6 (after proxy)
+                      jobs_api.blueprint, *lb.hooks.register_routes()):  # jobs_api after proxy
         app.register_blueprint(blueprint)
     dashboard.install(app)
     admission.install(app)  # every route: client admission, the admin guard, the dashboard's, or public

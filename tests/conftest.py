@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-# ---- begin: no secrets in logs (issue 7, guards) ------------------------------------------------
+# ---- begin: no secrets in logs (guards) ---------------------------------------------------------
 import logging
 from collections.abc import Iterator
 
@@ -38,7 +38,7 @@ def log_capture() -> Iterator[LogCapture]:
 # ---- end: no secrets in logs ----------------------------------------------------------------------
 
 
-# ---- begin: hypothesis profiles (issue 20, property tests) ----------------------------------------
+# ---- begin: hypothesis profiles (property tests) -------------------------------------------------
 # "ci" (the default) keeps the property tests bounded; HYPOTHESIS_PROFILE=dev explores more.
 import os  # noqa: E402
 

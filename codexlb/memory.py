@@ -1,0 +1,90 @@
+"""The C heap of a long-running server: give back what bursts and large events needed (glibc only).
+
+Two glibc behaviours made a serving process's resident memory climb in steps (``bench/RESULTS.md``,
+"Soak"):
+
+- After a large block (a multi-megabyte SSE event, say) is freed, glibc raises its mmap threshold
+  to that block's size, so later blocks up to that size come from the heap instead of their own
+  mappings, and the heap fragments around them. :func:`tune_allocator` fixes the threshold at
+  glibc's own starting value, which turns that adjustment off.
+- Free memory in the middle of a heap is only returned by ``malloc_trim``. :func:`trim_loop` calls
+  it every :data:`TRIM_INTERVAL_SECONDS`, in a worker thread (it takes the heap's lock, not the GIL).
+
+Elsewhere (musl, macOS) both are no-ops.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import ctypes.util
+
+M_TRIM_THRESHOLD = -1
+M_MMAP_THRESHOLD = -3
+"""``mallopt`` parameter numbers (glibc's ``malloc.h``)."""
+MMAP_THRESHOLD_BYTES = 128 * 1024
+"""Blocks from this size get their own mapping, returned to the system when freed (glibc's default)."""
+TRIM_THRESHOLD_BYTES = 128 * 1024
+"""Free memory at a heap's top above this is returned at once (glibc's default, fixed here because
+setting the mmap threshold stops it following that threshold)."""
+TRIM_INTERVAL_SECONDS = 60.0
+MB = 1 << 20
+
+
+class _MallInfo2(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in
+                ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks",
+                 "keepcost")]
+
+
+def _glibc() -> ctypes.CDLL | None:
+    name = ctypes.util.find_library("c")
+    if name is None:
+        return None
+    try:
+        libc = ctypes.CDLL(name)
+        libc.gnu_get_libc_version  # noqa: B018 - only glibc has it
+        libc.malloc_trim  # noqa: B018
+        libc.mallopt  # noqa: B018
+    except (OSError, AttributeError):
+        return None
+    libc.mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+    libc.malloc_trim.argtypes = [ctypes.c_size_t]
+    libc.malloc.argtypes, libc.malloc.restype = [ctypes.c_size_t], ctypes.c_void_p
+    libc.free.argtypes = [ctypes.c_void_p]
+    libc.mallinfo2.restype = _MallInfo2
+    return libc
+
+
+GLIBC = _glibc()
+
+
+def tune_allocator() -> bool:
+    """Fix glibc's mmap and trim thresholds for this process; ``False`` when not on glibc."""
+    if GLIBC is None:
+        return False
+    return bool(GLIBC.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES)) and \
+        bool(GLIBC.mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES))
+
+
+def heap_stats() -> dict[str, int]:
+    """Bytes in the C heap: ``used`` in blocks (``mapped`` of it in blocks with their own mapping), and
+    ``free`` inside the heaps; empty when not on glibc."""
+    if GLIBC is None:
+        return {}
+    info = GLIBC.mallinfo2()
+    return {"used": info.uordblks + info.hblkhd, "mapped": info.hblkhd, "free": info.fordblks}
+
+
+def release_free_memory() -> bool:
+    """Return the heaps' free pages to the system; whether any were returned."""
+    return GLIBC is not None and bool(GLIBC.malloc_trim(0))
+
+
+async def trim_loop(interval: float = TRIM_INTERVAL_SECONDS) -> None:
+    """:func:`release_free_memory` every ``interval`` seconds, off the event loop."""
+    if GLIBC is None:
+        return
+    while True:
+        await asyncio.sleep(interval)
+        await asyncio.to_thread(release_free_memory)
