@@ -8,13 +8,15 @@
 task/lag sampler) run as processes. The load is open-loop at ``--rate`` requests per second over
 every route (Codex, ``/v1/responses`` and ``/v1/chat/completions`` streamed and not, compact). Every
 ``--fault-every`` seconds one fault from :data:`SCHEDULE` is queued through ``POST /_fake/faults``.
-Every ``--sample-seconds`` a CSV row records RSS, open descriptors, asyncio tasks, the worst loop
-lag, p50/p99 latency, requests, errors and faults. At the end: ``soak.csv``, ``soak.png``
-(matplotlib, from the ``bench`` extra) and ``soak.json`` with the checks: RSS growth under
-5 MB/h after warm-up (by default one pass of the fault schedule: each kind of fault and burst sets
-the heap's high-water mark the first time it comes, so the working set is only known after all of
-them; the slope after 5 minutes and the largest rise within 5 minutes are reported too); descriptors and tasks back at their idle level once the load has stopped
-(``DRAIN_SECONDS``; during the load they follow the peak of requests in flight, also sampled); and
+Every ``--sample-seconds`` a CSV row records RSS (and where it is: anonymous or file-backed, the C
+heap's used and free bytes, SQLite's heap, Python's blocks), open descriptors, asyncio tasks, the
+worst loop lag, p50/p99 latency, requests, errors and faults. At the end: ``soak.csv``, ``soak.png``
+(matplotlib, from the ``bench`` extra) and ``soak.json`` with the checks: RSS growth under 5 MB/h
+after warm-up (by default one pass of the fault schedule: each kind of fault sets the heap's
+high-water mark the first time it comes, so the working set is only known after all of them; the
+slope after 5 minutes and the largest rise within 5 minutes are reported too); descriptors and
+tasks back at their idle level once the load has stopped (``DRAIN_SECONDS``; during the load
+they follow the peak of requests in flight, also sampled); and
 client errors only within ``FAULT_WINDOW`` seconds after a fault that can break an answer already
 under way.
 """
@@ -280,6 +282,7 @@ def verdict(rows: list[dict[str, Any]], warmup_s: float, errors: list[tuple[floa
             injected: list[tuple[float, dict[str, Any]]], judge_flatness: bool,
             idle: dict[str, dict[str, Any]]) -> dict[str, Any]:
     steady = [r for r in rows if r["t_s"] >= warmup_s]
+    late = [r for r in rows if r["t_s"] >= 300]
     breaking = [t for t, spec in injected if breaks(spec)]
     stray = [e for e in errors if not any(0 <= e[0] - t <= FAULT_WINDOW for t in breaking)]
     out: dict[str, Any] = {
@@ -288,7 +291,7 @@ def verdict(rows: list[dict[str, Any]], warmup_s: float, errors: list[tuple[floa
         "stray error examples": [d for _, d in stray[:5]],
         "warm-up minutes": round(warmup_s / 60, 1),
         "rss slope MB/h": round(slope_per_hour(steady, "rss_mb"), 2) if len(steady) > 1 else None,
-        "rss slope MB/h after 5 minutes": round(slope_per_hour([r for r in rows if r["t_s"] >= 300], "rss_mb"), 2),
+        "rss slope MB/h after 5 minutes": round(slope_per_hour(late, "rss_mb"), 2) if len(late) > 1 else None,
         "largest rss rise in 5 minutes after warm-up (MB)": largest_rise(steady, "rss_mb", 300),
         "fd growth": growth(steady, "fds") if steady else None,
         "task growth": growth(steady, "tasks") if steady else None,

@@ -236,13 +236,17 @@ class Pipeline:
         if available_at is None:
             return NoAccountAvailable("no account is usable (all paused, deactivated or need re-login); "
                                       "see `codexlb accounts list`")
-        if not any(a.status in LIMITED for a in pool.all()):
-            wait = max(1, math.ceil(available_at - time.time()))
+        limited = sum(1 for a in pool.all() if a.status in LIMITED)
+        wait = max(1, math.ceil(available_at - time.time()))
+        if not limited:
             return FlowError("every account is cooling down after upstream errors; try again shortly",
                              status=503, code="accounts_cooling_down", headers={"retry-after": str(wait)})
-        wait = max(1, math.ceil(available_at - time.time()))
+        waiting = sum(1 for a in pool.all() if a.status in (AccountStatus.ACTIVE, *LIMITED))
+        message = "The usage limit has been reached on every pooled account" if limited == waiting else (
+            f"The usage limit has been reached on {limited} of {waiting} pooled accounts; "
+            "the others are cooling down after upstream errors")
         return PoolExhausted(
-            "The usage limit has been reached on every pooled account", code="usage_limit_reached",
+            message, code="usage_limit_reached",
             extra={"resets_at": int(available_at), "resets_in_seconds": wait},
             headers={"retry-after": str(wait), "x-should-retry": "false"})
 

@@ -123,6 +123,20 @@ async def test_pool_exhausted_is_429_with_earliest_reset(proxy: ProxyHarness) ->
     assert again.status_code == 429 and len(proxy.fake.requests_for("responses")) == calls
 
 
+async def test_limits_on_some_accounts_and_errors_on_the_rest_say_both(proxy: ProxyHarness) -> None:
+    limited, failing = proxy.accounts
+    now = int(time.time())
+    proxy.fake.inject(limited.chatgpt_account_id, Fault.usage_limit(resets_at=now + 3600), times=-1)
+    proxy.fake.inject(failing.chatgpt_account_id, Fault.server_error(500), times=-1)
+    await post(proxy)  # one account now limited, the other cooling down
+    response = await post(proxy)
+    assert response.status_code == 429
+    error = response.json()["error"]
+    assert error["type"] == "usage_limit_reached"
+    assert "on 1 of 2 pooled accounts" in error["message"] and "cooling down" in error["message"]
+    assert error["resets_in_seconds"] < 3500  # the cooling-down account comes back first
+
+
 async def test_no_accounts_is_503_with_how_to(tmp_path: Path) -> None:
     async with proxy_server(tmp_path, accounts=0, pipeline=PIPELINE) as proxy:
         response = await post(proxy)
