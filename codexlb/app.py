@@ -14,7 +14,7 @@ from codexlb.bindcheck import check_bind
 from codexlb.errors import ConfigError
 from codexlb.hooks import Hooks
 from codexlb.jobs import ModelRegistry, Scheduler
-from codexlb.memory import trim_loop, tune_allocator
+from codexlb.memory import reclaim_loop, tune_allocator
 from codexlb.pipeline import Pipeline
 from codexlb.plugin_loader import make_plugin_manager
 from codexlb.pool import AccountPool
@@ -115,7 +115,7 @@ class CodexLB:
             await self.engine.dispose()
             raise
         self.tasks.spawn(self._flush_loop(), "pool-flush")
-        self.tasks.spawn(trim_loop(), "memory-trim")
+        self.tasks.spawn(reclaim_loop(), "memory-reclaim")
         self.started = True
         log.info("codexlb ready: %d account(s), plugins: %s", len(self.pool.accounts),
                  ", ".join(self.settings.pipeline_plugins))

@@ -1,16 +1,22 @@
-"""The C heap of a long-running server: give back what bursts and large events needed (glibc only).
+"""Memory of a long-running server: collect old garbage and give back what bursts needed.
 
-Two glibc behaviours made a serving process's resident memory climb in steps (``bench/RESULTS.md``,
-"Soak"):
+Resident memory climbed in steps during a soak (``bench/RESULTS.md``, "Soak"), for three reasons:
+
+- Garbage in reference cycles that lived long enough to reach the collector's oldest generation
+  (a pooled connection, once closed) waits for a full collection. Requests free most of what they
+  allocate, so the collector's counts grow slowly and full collections came less than once in ten
+  minutes at 100 requests/s. :func:`reclaim_loop` runs one every :data:`RECLAIM_INTERVAL_SECONDS`
+  (it walks only what was not frozen at start-up: :func:`codexlb.app.settle_heap`).
 
 - After a large block (a multi-megabyte SSE event, say) is freed, glibc raises its mmap threshold
   to that block's size, so later blocks up to that size come from the heap instead of their own
-  mappings, and the heap fragments around them. :func:`tune_allocator` fixes the threshold at
-  glibc's own starting value, which turns that adjustment off.
-- Free memory in the middle of a heap is only returned by ``malloc_trim``. :func:`trim_loop` calls
-  it every :data:`TRIM_INTERVAL_SECONDS`, in a worker thread (it takes the heap's lock, not the GIL).
+  mappings, and the heap fragments around them (glibc). :func:`tune_allocator` fixes the threshold
+  at glibc's own starting value, which turns that adjustment off.
+- Free memory in the middle of a heap is only returned by ``malloc_trim`` (glibc).
+  :func:`reclaim_loop` calls it after each collection, in a worker thread (it takes the heap's
+  lock, not the GIL).
 
-Elsewhere (musl, macOS) both are no-ops.
+Without glibc (musl, macOS) only the collections run.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import ctypes.util
+import gc
 
 M_TRIM_THRESHOLD = -1
 M_MMAP_THRESHOLD = -3
@@ -27,7 +34,7 @@ MMAP_THRESHOLD_BYTES = 128 * 1024
 TRIM_THRESHOLD_BYTES = 128 * 1024
 """Free memory at a heap's top above this is returned at once (glibc's default, fixed here because
 setting the mmap threshold stops it following that threshold)."""
-TRIM_INTERVAL_SECONDS = 60.0
+RECLAIM_INTERVAL_SECONDS = 60.0
 MB = 1 << 20
 
 
@@ -81,10 +88,10 @@ def release_free_memory() -> bool:
     return GLIBC is not None and bool(GLIBC.malloc_trim(0))
 
 
-async def trim_loop(interval: float = TRIM_INTERVAL_SECONDS) -> None:
-    """:func:`release_free_memory` every ``interval`` seconds, off the event loop."""
-    if GLIBC is None:
-        return
+async def reclaim_loop(interval: float = RECLAIM_INTERVAL_SECONDS) -> None:
+    """Every ``interval`` seconds: a full garbage collection, then :func:`release_free_memory` off the loop."""
     while True:
         await asyncio.sleep(interval)
-        await asyncio.to_thread(release_free_memory)
+        gc.collect()
+        if GLIBC is not None:
+            await asyncio.to_thread(release_free_memory)

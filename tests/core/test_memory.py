@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import ctypes
+import gc
 import sys
+import weakref
 
 import pytest
 
@@ -44,23 +47,30 @@ def test_free_pages_inside_the_heap_are_released() -> None:
         libc.free(blocks[-1])
 
 
-async def test_the_trim_loop_releases_every_interval(monkeypatch: pytest.MonkeyPatch) -> None:
-    import asyncio
+class _Node:
+    self_ref: _Node
 
-    calls: list[int] = []
-    done = asyncio.Event()
+
+async def test_the_reclaim_loop_collects_old_cyclic_garbage_then_releases(monkeypatch: pytest.MonkeyPatch) -> None:
+    released = asyncio.Event()
 
     def release() -> bool:
-        calls.append(1)
-        if len(calls) == 3:
-            done.set()
+        released.set()
         return True
 
     monkeypatch.setattr(memory, "release_free_memory", release)
-    task = asyncio.create_task(memory.trim_loop(0.001))
-    await asyncio.wait_for(done.wait(), 10)
-    task.cancel()
-    assert len(calls) >= 3
+    node = _Node()
+    node.self_ref = node
+    probe = weakref.ref(node)
+    gc.collect()  # it survives, so it now sits in the oldest generation
+    del node  # garbage only a full collection finds
+    assert probe() is not None
+    task = asyncio.create_task(memory.reclaim_loop(0.001))
+    try:
+        await asyncio.wait_for(released.wait(), 10)
+    finally:
+        task.cancel()
+    assert probe() is None
 
 
 def test_heap_stats_are_byte_counts() -> None:
