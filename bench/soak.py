@@ -319,9 +319,10 @@ def plot(rows: list[dict[str, Any]], path: Path) -> bool:
         return False
     minutes = [r["t_s"] / 60 for r in rows]
     fig, axes = plt.subplots(4, 1, figsize=(10, 11), sharex=True)
-    for ax, keys, label in ((axes[0], ["rss_mb"], "RSS (MB)"), (axes[1], ["fds", "tasks", "inflight_peak"], "count"),
+    for ax, keys, label in ((axes[0], ["rss_mb", "anon_mb"], "RSS (MB)"),
+                            (axes[1], ["fds", "tasks", "inflight_peak"], "count"),
                             (axes[2], ["lag_ms"], "loop lag (ms)"), (axes[3], ["p50_ms", "p99_ms"], "latency (ms)")):
-        for key in keys:
+        for key in (k for k in keys if k in rows[0]):
             ax.plot(minutes, [r[key] for r in rows], label=key)
         ax.set_ylabel(label)
         ax.legend(loc="upper left")

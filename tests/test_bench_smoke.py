@@ -46,7 +46,10 @@ def test_soak_tiny(tmp_path: Path) -> None:
     assert data["samples"] >= 2 and data["faults injected"] >= 1
     assert data["checks"]["errors only after breaking faults"], data["stray error examples"]
     header = (tmp_path / "soak.csv").read_text().splitlines()[0]
-    assert header == "t_s,rss_mb,fds,tasks,lag_ms,p50_ms,p99_ms,requests,errors,faults,inflight_peak"
+    assert header.startswith("t_s,rss_mb,fds,tasks,lag_ms,p50_ms,p99_ms,requests,errors,faults,inflight_peak,")
+    assert {"anon_mb", "file_mb", "heap_used_mb", "heap_free_mb", "sqlite_mb", "py_blocks_k", "gc_full"} <= \
+        set(header.split(","))
+    assert data["warm-up minutes"] == 0 and "largest rss rise in 5 minutes after warm-up (MB)" in data
     assert data["peak in flight"] >= 1
     assert data["idle before load"]["fds"] > 0 and data["idle after load"]["tasks"] > 0
 
@@ -57,3 +60,11 @@ def test_dashboard_bench_tiny(tmp_path: Path) -> None:
     data = json.loads(out.read_text())
     assert data["rows"] == 2000 and data["database"] == "sqlite"
     assert data["requests deep page (90 % back)"]["p50 ms"] > 0
+
+
+def test_soak_largest_rise_sees_a_step_not_a_plateau() -> None:
+    from bench.soak import largest_rise
+
+    rows = [{"t_s": t, "rss_mb": v} for t, v in [(0, 100), (60, 101), (120, 104), (400, 104.5), (700, 104)]]
+    assert largest_rise(rows, "rss_mb", 300) == 4.0  # 0 → 120 s; 400 s is more than 300 s after 60 s
+    assert largest_rise(rows[2:], "rss_mb", 300) == 0.5
