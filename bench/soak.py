@@ -140,22 +140,38 @@ async def one(session: aiohttp.ClientSession, url: str, n: int, stats: Stats) ->
         stats.errors.append((time.time(), detail))
 
 
-async def load(url: str, rate: float, until: float, stats: Stats) -> None:
+def load_session() -> aiohttp.ClientSession:
+    """The load's client: at most 2000 connections, a minute per answer."""
+    return aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60), connector=aiohttp.TCPConnector(limit=2000))
+
+
+async def load(session: aiohttp.ClientSession, url: str, rate: float, until: float, stats: Stats) -> None:
     """Open-loop: one request every ``1/rate`` s, whatever the answers' pace (at most 2000 in flight)."""
-    timeout = aiohttp.ClientTimeout(total=60)
-    connector = aiohttp.TCPConnector(limit=2000)
     tasks: set[asyncio.Task[None]] = set()
-    async with aiohttp.ClientSession(timeout=timeout, connector=connector) as session:
-        n, start = 0, time.monotonic()
-        while time.monotonic() < until:
-            if len(tasks) < 2000:
-                task = asyncio.ensure_future(one(session, url, n, stats))
-                tasks.add(task)
-                task.add_done_callback(tasks.discard)
-            n += 1
-            await asyncio.sleep(max(0.0, start + n / rate - time.monotonic()))
-        if tasks:
-            await asyncio.wait(tasks, timeout=90)
+    n, start = 0, time.monotonic()
+    while time.monotonic() < until:
+        if len(tasks) < 2000:
+            task = asyncio.ensure_future(one(session, url, n, stats))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+        n += 1
+        await asyncio.sleep(max(0.0, start + n / rate - time.monotonic()))
+    if tasks:
+        await asyncio.wait(tasks, timeout=90)
+
+
+async def burst(session: aiohttp.ClientSession, url: str, n: int) -> None:
+    """``n`` requests at once on the load's session before the load (counted in neither its requests nor
+    its errors).
+
+    Both sides' connection pools keep every connection a burst opened for as long as the load reuses
+    them (aiohttp hands pooled connections out first-in-first-out), and each open connection holds
+    ~30 KB of the proxy's memory. Without this, the first stall of a shared machine that leaves more
+    requests in flight than ever before raises RSS and descriptors in a step that is not a leak.
+    """
+    stats = Stats()
+    await asyncio.gather(*(one(session, url, i, stats) for i in range(n)))
+    print(f"burst: {n} requests at once, {len(stats.errors)} failed", flush=True)
 
 
 async def chores(control: str, every: float, until: float, injected: list[tuple[float, dict[str, Any]]]) -> None:
@@ -370,11 +386,15 @@ async def soak(args: argparse.Namespace) -> dict[str, Any]:
                 if answer.status != 200:
                     raise RuntimeError(f"import failed: {await answer.text()}")
         idle = {"before": await idle_sample(proxy.pid, stats_file, 3.0)}
-        until = time.monotonic() + args.minutes * 60
         stats, injected, rows, errors = Stats(), [], [], []  # type: ignore[var-annotated]
-        await asyncio.gather(load(url, args.rate, until, stats),
-                             chores(info["control_url"], args.fault_every, until, injected),
-                             sampler(proxy.pid, stats_file, args.sample_seconds, until, stats, injected, rows, errors))
+        async with load_session() as session:
+            if args.burst:
+                await burst(session, url, args.burst)
+            until = time.monotonic() + args.minutes * 60
+            await asyncio.gather(load(session, url, args.rate, until, stats),
+                                 chores(info["control_url"], args.fault_every, until, injected),
+                                 sampler(proxy.pid, stats_file, args.sample_seconds, until, stats, injected, rows,
+                                         errors))
         idle["after"] = await idle_sample(proxy.pid, stats_file, 5.0 if args.tiny else DRAIN_SECONDS)
         with (out / "soak.csv").open("w", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=list(rows[0]))
@@ -400,10 +420,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup-minutes", type=float, default=None,
                         help="ignored by the flatness checks (default: one pass of the fault schedule, at least 5)")
     parser.add_argument("--out", default=str(ROOT / "bench" / "out" / "soak"), help="folder for csv/png/json")
+    parser.add_argument("--burst", type=int, default=200,
+                        help="requests sent at once before the load, so the pools start at their high-water mark "
+                             "(default 200; 0: none)")
     parser.add_argument("--tiny", action="store_true", help="12 s at 20 req/s: a smoke run, no flatness verdict")
     args = parser.parse_args(argv)
     if args.tiny:
         args.minutes, args.rate, args.sample_seconds, args.fault_every, args.warmup_minutes = 0.2, 20, 3, 4, 0
+        args.burst = min(args.burst, 20)
     if args.warmup_minutes is None:
         args.warmup_minutes = max(5.0, len(SCHEDULE) * args.fault_every / 60)
     if args.minutes <= 0 or args.rate <= 0 or args.sample_seconds <= 0 or args.fault_every <= 0:
