@@ -4,37 +4,29 @@
 is fetched here and travels with the attempt (a 401 refreshes exactly that token); rate-limit
 headers reach the pool; failed answers are classified (:mod:`codexlb.upstream_errors`). A streamed
 answer is held until its first real event, while failing over is still possible; then it is
-passed on while one SSE scanner, the same that read the held events, takes usage, rate limits and
-the terminal event from it.
+passed on (:class:`codexlb.answer_stream.AnswerStream`) while one SSE scanner, the same that read
+the held events, takes usage, rate limits and the terminal event from it. One timer
+(:class:`codexlb.streaming.Watch`) bounds every wait of the attempt.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from codexlb import ratelimits
-from codexlb.errors import FlowError
+from codexlb.answer_stream import AnswerStream
+from codexlb.errors import FlowError, UpstreamError
 from codexlb.sse import TERMINAL_TYPES, SSEEvent, SSEScanner
 from codexlb.sse_frames import usage_from_completed
-from codexlb.streaming import (
-    Deadline,
-    close_stream,
-    drop_read,
-    next_chunk,
-    read_result,
-    read_until,
-    scan,
-)
+from codexlb.streaming import Deadline, Watch, close_stream, drop_read, next_chunk, read_result, scan
 from codexlb.upstream_errors import (
     broken_before_first_event,
     classify,
     classify_event,
     silent_before_first_event,
-    stream_incomplete,
 )
 
 if TYPE_CHECKING:
@@ -68,6 +60,8 @@ class UpstreamAttempt:
         self.terminal: str | None = None
         """Type of the terminal event read (``response.completed``, ...), once read."""
         self.scanner = SSEScanner(max(app.settings.max_sse_event_bytes * 2, 1 << 20), types=PEEKED)
+        self.watch: Watch | None = None
+        """The attempt's one timer (made at its first wait: it needs the running loop)."""
 
     # -- the request -----------------------------------------------------------------------
 
@@ -81,13 +75,17 @@ class UpstreamAttempt:
         if deadline is None:
             response = await self._send(send_upstream)
         else:
+            watch = self.watch = self.watch or Watch()
+            watch.arm(deadline.at)
             try:
-                async with asyncio.timeout_at(deadline.at) as scope:
-                    response = await self._send(send_upstream)
-            except TimeoutError:
-                if not scope.expired():
-                    raise
-                raise deadline.error() from None
+                response = await self._send(send_upstream)
+            except BaseException as exc:
+                expired = isinstance(exc, asyncio.CancelledError) and watch.expired()
+                watch.close()
+                if expired:
+                    raise deadline.error() from None
+                raise
+            watch.disarm()
         if response.status == 200 and not isinstance(response.body, bytes):
             response.body = await self.peek(response.body, deadline)
         return response
@@ -121,9 +119,10 @@ class UpstreamAttempt:
         ``deadline``; once it has, reaching ``deadline`` passes the held events on instead (a long
         reasoning keeps its account). A timeout, a broken stream or an end before the first output
         event raise a retryable :class:`UpstreamError`. Returns the stream to pass on: what was
-        held, then the rest, read by this attempt's scanner as it passes.
+        held, then the rest, read by this attempt's scanner as it passes (:class:`AnswerStream`).
         """
-        loop = asyncio.get_running_loop()
+        watch = self.watch = self.watch or Watch()
+        loop = watch.loop
         idle = self.app.settings.stream_idle_timeout_seconds
         held: list[bytes] = []
         size, answering, decided = 0, False, False
@@ -141,9 +140,9 @@ class UpstreamAttempt:
                     read, pending = pending, None
                     chunk = read_result(read)
                 elif deadline is not None and not answering and deadline.at < idle_end:
-                    chunk = await read_until(iterator, deadline.at, deadline.error)
+                    chunk = await self._read(iterator, deadline.at, deadline.error)
                 else:
-                    chunk = await read_until(iterator, idle_end, lambda: silent_before_first_event(idle))
+                    chunk = await self._read(iterator, idle_end, lambda: silent_before_first_event(idle))
                 if chunk is None:
                     raise broken_before_first_event("ended")
                 held.append(chunk)
@@ -159,48 +158,37 @@ class UpstreamAttempt:
                                 if error is not None:
                                     raise error
                     self.inspect(event)
-        except FlowError:
+        except BaseException as exc:
+            watch.close()
             await drop_read(pending)
             await close_stream(iterator)
-            raise
-        except Exception as exc:
-            await drop_read(pending)
-            await close_stream(iterator)
-            raise broken_before_first_event(f"failed ({type(exc).__name__})") from exc
-        except BaseException:
-            await drop_read(pending)
-            await close_stream(iterator)
+            if isinstance(exc, Exception) and not isinstance(exc, FlowError):
+                raise broken_before_first_event(f"failed ({type(exc).__name__})") from exc
             raise
         self.scanner.keep_only(TAPPED)
-        return self._pass_on(held, iterator, pending)
+        return AnswerStream(self, held, iterator, pending, watch, idle)
 
-    async def _pass_on(self, held: list[bytes], rest: AsyncIterator[bytes],
-                       pending: asyncio.Task[bytes | None] | None) -> AsyncIterator[bytes]:
-        """The held chunks (already read), then the rest of the stream, fed to the scanner."""
-        flow = self.flow
-        if flow.first_byte_at is None:
-            flow.first_byte_at = time.time()
+    async def _read(self, iterator: AsyncIterator[bytes], until: float,
+                    on_timeout: Callable[[], UpstreamError]) -> bytes | None:
+        """The next chunk (``None`` at the end), waiting until event-loop time ``until`` at most.
+
+        A failure of the stream is a retryable :class:`UpstreamError` (nothing reached the client yet).
+        """
+        watch = self.watch
+        assert watch is not None
+        watch.arm(until)
         try:
-            for chunk in held:
-                yield chunk
-            held.clear()
-            ended = False
-            if pending is not None:
-                first = await pending
-                if first is None:
-                    ended = True
-                else:
-                    self.feed(first)
-                    yield first
-            if not ended:
-                async for chunk in rest:
-                    self.feed(chunk)
-                    yield chunk
+            return await iterator.__anext__()
+        except StopAsyncIteration:
+            return None
+        except asyncio.CancelledError:
+            if watch.expired():
+                raise on_timeout() from None
+            raise
+        except Exception as exc:
+            raise broken_before_first_event(f"failed ({type(exc).__name__})") from exc
         finally:
-            await drop_read(pending)
-            await close_stream(rest)
-        if self.terminal is None:
-            raise stream_incomplete()
+            watch.until = None
 
     def feed(self, chunk: bytes) -> None:
         """Read one chunk of the stream after the peek."""

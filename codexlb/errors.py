@@ -90,3 +90,9 @@ class UpstreamError(FlowError):
         self.cooldown_seconds = cooldown_seconds
         self.reset_at = reset_at
         self.upstream_status = upstream_status
+
+
+class StreamIdleTimeout(FlowError, TimeoutError):
+    """A streamed answer went silent for ``STREAM_IDLE_TIMEOUT_SECONDS`` after its first byte."""
+
+    status, code, type = 504, "stream_idle_timeout", "server_error"

@@ -24,6 +24,7 @@ import pluggy
 if TYPE_CHECKING:
     from quart import Blueprint
 
+    from codexlb.answer_stream import StreamFilter
     from codexlb.errors import FlowError
     from codexlb.flow import Flow, ProxyResponse
     from codexlb.settings import Settings
@@ -174,6 +175,16 @@ class Hooks:
         await self._observe("account_failed", flow=flow, account=account, error=error, app=self.app)
 
     # -- response ------------------------------------------------------------------------
+
+    def filter_response_stream(self, flow: Flow) -> list[StreamFilter]:
+        """The filters of a streamed answer, in plugin order."""
+        filters = []
+        kwargs = {"flow": flow, "app": self.app}
+        for _, function, argnames, _ in self._impls["filter_response_stream"]:
+            made = function(*[kwargs[a] for a in argnames])
+            if made is not None:
+                filters.append(made)
+        return filters
 
     def wrap_response_stream(self, flow: Flow, stream: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
         """Chain the wrappers so that the first plugin in order ends up outermost."""

@@ -15,6 +15,7 @@ import pluggy
 if TYPE_CHECKING:
     from quart import Blueprint
 
+    from codexlb.answer_stream import StreamFilter
     from codexlb.errors import FlowError
     from codexlb.flow import Flow, ProxyResponse
     from codexlb.settings import Settings
@@ -236,6 +237,29 @@ async def account_failed(flow: Flow, account: Account, error: FlowError, app: Ap
 
 
 # ---- response phase --------------------------------------------------------------------------
+
+
+@hookspec
+def filter_response_stream(flow: Flow, app: AppView) -> StreamFilter | None:
+    """Return a per-chunk filter for a streamed upstream answer (or ``None``).
+
+    The cheap alternative to :func:`wrap_response_stream` for work done chunk by chunk: the core
+    calls the filter's ``feed(chunk) -> bytes`` in its own stream loop (no generator layer, no
+    task switch), right after its usage tap and before any wrapper. ``feed`` returns the bytes
+    to pass on now (it may hold some back); setting the filter's ``error`` (a
+    :class:`codexlb.FlowError`) ends the stream after those bytes with that error's terminal
+    event; at the upstream's end ``rest()`` returns what is still held. Filters run in plugin
+    order, each on what the one before passed. The core bounds the waits for upstream bytes
+    itself (``STREAM_IDLE_TIMEOUT_SECONDS``).
+
+    Example::
+
+        @hookimpl
+        def filter_response_stream(flow, app):
+            return ByteCounter(flow)  # feed(chunk): count, return chunk; rest(): b""; error = None
+
+    .. versionadded:: 0.1
+    """
 
 
 @hookspec

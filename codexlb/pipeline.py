@@ -6,8 +6,8 @@ answers. Routing asks the strategies for an account and sends each try as an
 rate-limit and classification policy), failing over to the next account only before the first
 byte reaches the client; a failed try cools its account down here. On streamed routes each
 attempt must start answering within ``UPSTREAM_FIRST_BYTE_TIMEOUT_SECONDS`` and the request
-within ``UPSTREAM_FIRST_BYTE_TOTAL_SECONDS``. Plugins wrap the attempt's stream, then the
-endpoint's adapter shapes it for the client.
+within ``UPSTREAM_FIRST_BYTE_TOTAL_SECONDS``. Plugins filter the attempt's stream (in its one
+loop) and wrap it, then the endpoint's adapter shapes it for the client.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import math
 import time
 from typing import TYPE_CHECKING
 
+from codexlb.answer_stream import AnswerStream
 from codexlb.attempt import UpstreamAttempt
 from codexlb.endpoints import Adapter, adapter_for
 from codexlb.errors import (
@@ -105,10 +106,17 @@ class Pipeline:
         if response.status != 200:
             return response
         body = response.body
-        stream = None if isinstance(body, bytes) else self.hooks.wrap_response_stream(flow, body)
+        stream = None
+        if not isinstance(body, bytes):
+            if isinstance(body, AnswerStream):
+                body.filters = self.hooks.filter_response_stream(flow)
+            stream = self.hooks.wrap_response_stream(flow, body)
         result = await adapter.respond(flow, response, stream)
         if not isinstance(result.body, bytes):
-            result.body = guard(flow, result.body, adapter.terminal_error)
+            if result.body is body and isinstance(body, AnswerStream):
+                body.guard(adapter.terminal_error)  # nothing wraps the loop: it guards itself
+            else:
+                result.body = guard(flow, result.body, adapter.terminal_error)
         return result
 
     async def _parse(self, flow: Flow) -> None:

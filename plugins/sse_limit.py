@@ -1,47 +1,38 @@
-"""Bound upstream event streams: the size of one SSE event and the silence between bytes.
+"""Bound the size of one SSE event in upstream streams, and forward whole events only.
 
-Hooks: ``configure``, ``wrap_response_stream``.
+Hooks: ``configure``, ``filter_response_stream``.
 
-The core wraps only streamed upstream answers, which the upstream plugin produces for
-``text/event-stream`` responses. The wrapper forwards whole events only: bytes of an event
-that is not finished yet are held back (at most ``MAX_SSE_EVENT_BYTES``) until its blank line
-arrives, so that an error can always be appended cleanly.
+The core filters only streamed upstream answers, which the upstream plugin produces for
+``text/event-stream`` responses. The filter (:class:`EventLimiter`, called by the core's stream
+loop for every chunk) forwards whole events only: bytes of an event that is not finished yet are
+held back (at most ``MAX_SSE_EVENT_BYTES``) until its blank line arrives, so that an error can
+always be appended cleanly. An event larger than ``MAX_SSE_EVENT_BYTES`` ends the client's stream
+with a terminal error event (``FlowError`` code ``sse_event_too_large``). Scanning is a few
+``bytes.rfind`` calls per chunk (linear in the stream, no JSON parsing).
 
-- An event larger than ``MAX_SSE_EVENT_BYTES`` ends the client's stream with a terminal error
-  event (``FlowError`` code ``sse_event_too_large``; the core's guard writes the event).
-  Scanning is a few ``bytes.rfind`` calls per chunk (linear in the stream, no JSON parsing).
-- No upstream bytes for ``STREAM_IDLE_TIMEOUT_SECONDS`` ends it with ``stream_idle_timeout``
-  (:class:`StreamIdleTimeout`, a ``FlowError`` and a ``TimeoutError``). Only time spent waiting
-  for the upstream counts, not the time the client takes to read; the upstream iterator is
-  closed either way. One self-re-arming timer per stream keeps the cost per chunk to two
-  assignments (``asyncio.timeout`` per chunk measured ~6 us).
+Silence is bounded by the core: no upstream bytes for ``STREAM_IDLE_TIMEOUT_SECONDS`` ends the
+stream with ``stream_idle_timeout`` (:class:`codexlb.errors.StreamIdleTimeout`, re-exported here).
 
-Settings table ``[plugins.sse_limit]``: none. Core settings used: ``MAX_SSE_EVENT_BYTES``,
-``STREAM_IDLE_TIMEOUT_SECONDS``.
+Settings table ``[plugins.sse_limit]``: none. Core settings used: ``MAX_SSE_EVENT_BYTES``.
 """
 
 from __future__ import annotations
 
-import asyncio
-import logging
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from codexlb import Flow, FlowError, hookimpl
+from codexlb.errors import StreamIdleTimeout
 from codexlb.options import PluginOptions
 
 if TYPE_CHECKING:
     from codexlb.settings import Settings
 
-log = logging.getLogger("codexlb.plugins.sse_limit")
+__all__ = ["EventLimiter", "SSEEventTooLargeError", "SSELimit", "StreamIdleTimeout", "last_event_end"]
 
 
 class SSEEventTooLargeError(FlowError):
     status, code, type = 502, "sse_event_too_large", "server_error"
-
-
-class StreamIdleTimeout(FlowError, TimeoutError):
-    status, code, type = 504, "stream_idle_timeout", "server_error"
 
 
 def last_event_end(buf: bytes | bytearray, start: int) -> int:
@@ -142,94 +133,17 @@ class EventLimiter:
 
 
 class SSELimit:
-    """Wraps upstream streams with the event-size and idle limits."""
+    """Filters upstream streams with the event-size limit."""
 
     def __init__(self) -> None:
         self.max_event_bytes = 2 << 20
-        self.idle_timeout = 300.0
 
     @hookimpl
     def configure(self, config: Mapping[str, Any], settings: Settings) -> None:
         PluginOptions("sse_limit", config,
                       hint="use CODEX_LB_MAX_SSE_EVENT_BYTES and CODEX_LB_STREAM_IDLE_TIMEOUT_SECONDS")
         self.max_event_bytes = settings.max_sse_event_bytes
-        self.idle_timeout = settings.stream_idle_timeout_seconds
 
     @hookimpl
-    def wrap_response_stream(self, flow: Flow, stream: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
-        return limited(stream, self.max_event_bytes, self.idle_timeout)
-
-
-class IdleWatch:
-    """One timer per stream instead of ``asyncio.timeout`` per chunk (that costs microseconds a chunk).
-
-    ``since`` is set while the stream waits for upstream bytes. The timer re-arms itself for
-    ``since + idle``; when a wait has lasted ``idle`` it cancels the waiting task, which
-    :func:`limited` turns into :class:`StreamIdleTimeout` (as ``asyncio.timeout`` does).
-    """
-
-    __slots__ = ("loop", "idle", "since", "task", "fired", "cancelling", "handle")
-
-    def __init__(self, idle: float) -> None:
-        self.loop = asyncio.get_running_loop()
-        self.idle = idle
-        self.since: float | None = None
-        self.task: asyncio.Task[Any] | None = None
-        self.fired = False
-        self.cancelling = 0
-        self.handle: asyncio.TimerHandle | None = self.loop.call_at(self.loop.time() + idle, self._check)
-
-    def _check(self) -> None:
-        since, now = self.since, self.loop.time()
-        if since is not None and self.task is not None and now - since >= self.idle:
-            self.fired, self.handle = True, None
-            self.cancelling = self.task.cancelling()
-            self.task.cancel()
-            return
-        self.handle = self.loop.call_at((since if since is not None else now) + self.idle, self._check)
-
-    def ours(self) -> bool:
-        """After a CancelledError: was it this watch's (and only this watch's) cancellation?"""
-        return self.fired and self.task is not None and self.task.uncancel() <= self.cancelling
-
-    def stop(self) -> None:
-        if self.handle is not None:
-            self.handle.cancel()
-            self.handle = None
-
-
-async def limited(stream: AsyncIterator[bytes], max_event_bytes: int, idle_timeout: float) -> AsyncIterator[bytes]:
-    """``stream`` with whole events only, each at most ``max_event_bytes``, and an idle timeout."""
-    limiter = EventLimiter(max_event_bytes)
-    iterator = stream.__aiter__()
-    watch = IdleWatch(idle_timeout)
-    loop, current_task = watch.loop, asyncio.current_task
-    try:
-        while True:
-            watch.task, watch.since = current_task(), loop.time()
-            try:
-                chunk = await iterator.__anext__()
-            except StopAsyncIteration:
-                break
-            except asyncio.CancelledError:
-                if watch.ours():
-                    raise StreamIdleTimeout(f"upstream sent nothing for {idle_timeout:g} s "
-                                            "(CODEX_LB_STREAM_IDLE_TIMEOUT_SECONDS)") from None
-                raise
-            finally:
-                watch.since = None
-            out = limiter.feed(chunk)
-            if out:
-                yield out
-            if limiter.error is not None:
-                raise limiter.error
-        if rest := limiter.rest():
-            yield rest
-    finally:
-        watch.stop()
-        aclose = getattr(iterator, "aclose", None)
-        if aclose is not None:
-            try:
-                await aclose()
-            except Exception:
-                log.debug("closing the upstream stream failed", exc_info=True)
+    def filter_response_stream(self, flow: Flow) -> EventLimiter:
+        return EventLimiter(self.max_event_bytes)

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import io
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
@@ -121,7 +121,7 @@ class Upstream:
             return ProxyResponse(response.status, out_headers, await self._read_bounded(response))
         if "text/event-stream" not in response.headers.get("content-type", ""):
             return ProxyResponse(200, out_headers, await self._read_bounded(response, 64 << 20, whole=True))
-        return ProxyResponse(200, out_headers, self._stream(response))
+        return ProxyResponse(200, out_headers, StreamedBody(response))
 
     async def _read_bounded(self, response: aiohttp.ClientResponse, limit: int | None = None, *,
                             whole: bool = False) -> bytes:
@@ -152,14 +152,46 @@ class Upstream:
             response.close()
         return b"".join(chunks)
 
-    async def _stream(self, response: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
+
+class StreamedBody:
+    """A streamed answer's body: each read is one ``readany`` (an iterator object, not a generator).
+
+    At the end the connection goes back to the pool; closed before the end (the client went
+    away, or an error), the connection is dropped instead of reading the rest.
+    """
+
+    __slots__ = ("response", "closed")
+
+    def __init__(self, response: aiohttp.ClientResponse) -> None:
+        self.response = response
+        self.closed = False
+
+    def __aiter__(self) -> StreamedBody:
+        return self
+
+    async def __anext__(self) -> bytes:
+        if self.closed:
+            raise StopAsyncIteration
         try:
-            async for chunk in response.content.iter_any():
-                yield chunk
+            chunk = await self.response.content.readany()
         except aiohttp.ClientError as exc:
+            self.aclose_now()
             raise stream_broken(type(exc).__name__) from None
-        finally:
-            if response.content.at_eof():
-                response.release()
+        except BaseException:
+            self.aclose_now()
+            raise
+        if not chunk:
+            self.aclose_now()
+            raise StopAsyncIteration
+        return chunk
+
+    def aclose_now(self) -> None:
+        if not self.closed:
+            self.closed = True
+            if self.response.content.at_eof():
+                self.response.release()
             else:  # the client went away: drop the connection instead of reading the rest
-                response.close()
+                self.response.close()
+
+    async def aclose(self) -> None:
+        self.aclose_now()
