@@ -135,14 +135,14 @@ class SSEScanner:
         self._cr_mode = False
         self._discarding = False
         self._scanned = 0
-        self._skipped = b"\0"
-        """The first line (with its LF) of the last event skipped for its type."""
+        self._skipped = b"\n"
+        """The first line (with its LF) of the last event skipped for its type (no event starts with LF)."""
 
     def keep_only(self, types: Collection[str]) -> None:
         """From now on keep only events of ``types`` (as if the scanner had been made with them)."""
         self._types = frozenset(types)
         self._type_names = frozenset(t.encode() for t in types)
-        self._skipped = b"\0"
+        self._skipped = b"\n"
 
     @property
     def scanned_bytes(self) -> int:
@@ -185,6 +185,7 @@ class SSEScanner:
         pos = base - 1 if base > start else start
         too_large = False
         scanned = 0
+        limit = self.max_event_bytes
         while True:
             while start < n and buf[start] == _LF:  # blank lines between events
                 start += 1
@@ -196,9 +197,9 @@ class SSEScanner:
                 break
             end = blank + 2
             scanned += end - pos
-            if blank + 1 - start > self.max_event_bytes:
+            if blank + 1 - start > limit:
                 too_large = True
-            else:
+            elif not buf.startswith(self._skipped, start):  # else: the skipped type of the event before
                 event = self._block_event(buf, start, blank, end)
                 if event is not None:
                     events.append(event)
@@ -213,8 +214,6 @@ class SSEScanner:
     def _block_event(self, buf: bytearray, start: int, blank: int, end: int) -> SSEEvent | None:
         names = self._type_names
         if names is not None and buf.startswith(b"event:", start):
-            if buf.startswith(self._skipped, start):  # the same skipped type as the last event (a run of deltas)
-                return None
             first_end = buf.find(b"\n", start, blank + 1)
             value = start + 6
             if value < first_end and buf[value] == _SPACE:

@@ -77,3 +77,40 @@ async def test_peek_then_tap_read_every_event_once(seed: int) -> None:
     assert tap.flow.usage is not None and tap.flow.usage.cached == 40
     assert tap.account.primary.used_percent == 12.5
     assert tap.scanner.scanned_bytes <= len(STREAM) + 64  # one scanner read the stream, once
+
+
+FRAMES = [frame + b"\n\n" for frame in STREAM.split(b"\n\n") if frame]
+ADDED = b'event: response.output_item.added\ndata: {"type": "response.output_item.added", "item": {}}\n\n'
+"""The event every real answer starts its output with (the deltas are not among the events the peek reads)."""
+
+
+@pytest.mark.parametrize("seed", range(10))
+async def test_whole_event_chunks_give_the_same_result(seed: int) -> None:
+    """Chunks of whole events (what the backend sends; the tap skips some unscanned): any grouping reads the same."""
+    rng = random.Random(seed)
+    cuts = sorted(rng.sample(range(1, len(FRAMES)), rng.randint(0, 8)))
+    chunks = [b"".join(FRAMES[a:b]) for a, b in zip([0, *cuts], [*cuts, len(FRAMES)], strict=True)]
+
+    async def upstream():  # noqa: ANN202
+        for chunk in chunks:
+            yield chunk
+
+    tap = make_attempt()
+    received = b"".join([chunk async for chunk in await tap.peek(upstream())])
+    assert received == STREAM and tap.terminal == "response.completed"
+    usage = tap.flow.usage
+    assert usage is not None and (usage.input, usage.cached, usage.output, usage.reasoning) == (100, 40, 30, 7)
+    assert tap.account.primary.used_percent == 12.5
+
+
+async def test_a_failure_after_the_first_output_event_in_the_same_chunk_is_tapped() -> None:
+    failed = {"type": "response.failed", "response": {"error": {"code": "server_error", "message": "x"}}}
+    last = f"event: response.failed\ndata: {json.dumps(failed)}\n\n".encode()
+    stream = b"".join([*FRAMES[:2], ADDED, *FRAMES[2:4], last])
+
+    async def upstream():  # noqa: ANN202
+        yield stream
+
+    tap = make_attempt()
+    assert b"".join([chunk async for chunk in await tap.peek(upstream())]) == stream
+    assert tap.terminal == "response.failed" and tap.flow.error_code == "server_error"
