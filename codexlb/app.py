@@ -12,6 +12,7 @@ from quart import Quart
 
 from codexlb.bindcheck import check_bind
 from codexlb.errors import ConfigError
+from codexlb.finisher import Finisher
 from codexlb.hooks import Hooks
 from codexlb.jobs import ModelRegistry, Scheduler
 from codexlb.memory import reclaim_loop, tune_allocator
@@ -68,6 +69,8 @@ class CodexLB:
         self.tokens = TokenManager(self)
         self.pipeline = Pipeline(self, self.hooks)
         self.tasks = TaskSet()
+        self.finisher = Finisher(self.hooks, self.tasks)
+        """Runs ``flow_done`` for finished flows (one queue, one task)."""
         self.websockets = Connections()
         """Open WebSocket sessions (drained on SIGTERM)."""
         self.engine: AsyncEngine | None = None
@@ -136,6 +139,7 @@ class CodexLB:
             return
         self.started = False
         await self.jobs.stop()
+        await self.finisher.settle(timeout=10)  # every finished flow observed before the plugins stop
         await self.tasks.cancel_all()
         await self.hooks.shutdown()
         if self.store is not None:

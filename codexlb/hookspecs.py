@@ -292,7 +292,11 @@ def wrap_response_stream(flow: Flow, stream: AsyncIterator[bytes],
 async def flow_done(flow: Flow, app: AppView) -> None:
     """Observe a finished flow (after the last byte or a disconnect), off the hot path.
 
-    Runs as a background task; errors are logged under the plugin's name.
+    Runs in one long-lived background task that observes finished flows one after another, in
+    the order they finished (not a task per flow); errors are logged under the plugin's name.
+    An implementation that waits on I/O holds up the flows after it: hand such work to a task
+    of its own (``app.tasks.spawn``). At shutdown every finished flow is observed before the
+    plugins' ``shutdown``. A WebSocket turn calls it right after the turn ends.
 
     Example::
 

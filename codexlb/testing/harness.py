@@ -58,13 +58,14 @@ class ProxyHarness:
     async def settle(self) -> None:
         """Wait until the background work of every answer received so far is done.
 
-        Every ``flow_done`` has run (they run after the last byte, as background tasks), the rows
+        Every ``flow_done`` has run (they run after the last byte, in the finisher's task), the rows
         ``log_db`` buffered are in the database, and changed account state is stored.
         """
         quart = self.lb.quart
         assert quart is not None
         while quart.background_tasks:  # tasks finishing now may have added more
             await asyncio.gather(*quart.background_tasks, return_exceptions=True)
+        await self.lb.finisher.settle()
         log_db = self.lb.pm.get_plugin("log_db")
         if log_db is not None:
             await log_db.flush()

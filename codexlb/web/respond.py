@@ -1,8 +1,7 @@
-"""A flow's answer as a Quart response; ``flow_done`` runs after its last byte."""
+"""A flow's answer as a Quart response; ``flow_done`` runs after its last byte (:mod:`codexlb.finisher`)."""
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import AsyncIterator
 from types import TracebackType
@@ -27,33 +26,16 @@ def to_quart(lb: CodexLB, flow: Flow, result: ProxyResponse) -> Response:
     if isinstance(result.body, bytes):
         flow.first_byte_at = flow.first_byte_at or time.time()
         flow.finished_at = time.time()
-        flow_done_later(lb, flow)
+        lb.finisher.add(flow)
         return Response(result.body, status=result.status, headers=Headers(headers))
     response = Response(FlowBody(lb, flow, result.body), status=result.status, headers=Headers(headers))
     response.timeout = None
     return response
 
 
-def flow_done_later(lb: CodexLB, flow: Flow) -> None:
-    """Run ``flow_done`` as a background task of the Quart app (awaited when the server shuts down).
-
-    The task is added to the app's own set, as ``Quart.add_background_task`` does, without the
-    app context that costs several microseconds a request (``flow_done`` gets ``app`` as an
-    argument, and plugins do not use Quart's globals). Nothing is scheduled when no plugin
-    implements ``flow_done``.
-    """
-    if not lb.hooks.implemented("flow_done"):
-        return
-    assert lb.quart is not None
-    tasks = lb.quart.background_tasks
-    task = asyncio.get_running_loop().create_task(lb.hooks.flow_done(flow))
-    tasks.add(task)
-    task.add_done_callback(tasks.discard)
-
-
 class FlowBody(IterableBody):
     """A streamed answer's body for Quart: the stream itself, and when Quart is done with it (last
-    byte sent, client gone, or error) the flow is finished and ``flow_done`` scheduled.
+    byte sent, client gone, or error) the flow is finished and queued for ``flow_done``.
 
     Quart enters and exits this body around sending it, so no generator layer is needed for that.
     """
@@ -68,4 +50,4 @@ class FlowBody(IterableBody):
         try:
             await super().__aexit__(exc_type, exc_value, tb)  # type: ignore[arg-type]
         finally:
-            flow_done_later(self.lb, self.flow)
+            self.lb.finisher.add(self.flow)
