@@ -107,6 +107,20 @@ def _peek_type(buf: bytes | bytearray, start: int, end: int) -> str | None:
     return buf[begin:quote].decode("utf-8", "replace")
 
 
+_TYPE_SETS: dict[frozenset[str], tuple[frozenset[str], frozenset[bytes]]] = {}
+
+
+def _type_sets(types: Collection[str]) -> tuple[frozenset[str], frozenset[bytes]]:
+    """``types`` as a set of names and of encoded names (made once per distinct set: scanners are per request)."""
+    key = types if isinstance(types, frozenset) else frozenset(types)
+    found = _TYPE_SETS.get(key)
+    if found is None:
+        found = (key, frozenset(t.encode() for t in key))
+        if len(_TYPE_SETS) < 64:
+            _TYPE_SETS[key] = found
+    return found
+
+
 class SSEScanner:
     """Feed raw chunks, get the events they complete.
 
@@ -122,8 +136,10 @@ class SSEScanner:
         if max_event_bytes <= 0:
             raise ValueError("max_event_bytes must be positive")
         self.max_event_bytes = max_event_bytes
-        self._types = frozenset(types) if types is not None else None
-        self._type_names = frozenset(t.encode() for t in types) if types is not None else None
+        self._types: frozenset[str] | None = None
+        self._type_names: frozenset[bytes] | None = None
+        if types is not None:
+            self._types, self._type_names = _type_sets(types)
         self._buf = bytearray()
         self._raw_start = 0
         self._event_start = 0
@@ -140,8 +156,7 @@ class SSEScanner:
 
     def keep_only(self, types: Collection[str]) -> None:
         """From now on keep only events of ``types`` (as if the scanner had been made with them)."""
-        self._types = frozenset(types)
-        self._type_names = frozenset(t.encode() for t in types)
+        self._types, self._type_names = _type_sets(types)
         self._skipped = b"\n"
 
     @property
