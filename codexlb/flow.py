@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
+import os
 import time
-import uuid
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
@@ -167,12 +168,33 @@ class Attempt:
     status: int | None = None
 
 
+_ID_PREFIX = os.urandom(8).hex()
+_ID_COUNTER = itertools.count()
+
+
+def new_flow_id() -> str:
+    """32 hex digits, unique across processes: a random per-process prefix and a counter.
+
+    (``uuid4`` reads the OS's random source for every request: ~2 us.)
+    """
+    return f"{_ID_PREFIX}{next(_ID_COUNTER):016x}"
+
+
+def _new_id_prefix() -> None:
+    """A forked child draws its own prefix (else parent and child would hand out the same ids)."""
+    global _ID_PREFIX, _ID_COUNTER
+    _ID_PREFIX, _ID_COUNTER = os.urandom(8).hex(), itertools.count()
+
+
+os.register_at_fork(after_in_child=_new_id_prefix)
+
+
 @dataclass(eq=False)
 class Flow:
     """One proxied request. Stages change it in place; setting ``response`` answers at once."""
 
     request: ProxyRequest
-    id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    id: str = field(default_factory=new_flow_id)
     started_at: float = field(default_factory=time.time)
     account: Account | None = None
     """The account serving the flow (the last one tried)."""
