@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 
+from codexlb import Flow, ProxyResponse, hookimpl
 from codexlb.answer_stream import AnswerStream
 from codexlb.attempt import TAPPED, UpstreamAttempt
 from codexlb.errors import FlowError, StreamIdleTimeout
 from codexlb.sse_frames import terminal_error_event
 from codexlb.streaming import Watch
+from codexlb.testing.harness import proxy_server
 from tests.core.test_streaming import STREAM, make_attempt
 
 FRAMES = [frame + b"\n\n" for frame in STREAM.split(b"\n\n") if frame]
@@ -216,3 +219,35 @@ async def test_watch_tells_an_outside_cancellation_from_its_own() -> None:
     assert await task is False
     watch.close()
     assert watch.handle is None
+
+
+# -- over real sockets -----------------------------------------------------------------------------
+
+
+async def test_a_client_that_goes_away_mid_stream_closes_the_upstream(tmp_path: Path) -> None:
+    added = b'event: response.output_item.added\ndata: {"type":"response.output_item.added","item":{}}\n\n'
+    source = Source([FRAMES[0], FRAMES[1] + added, FRAMES[2]], hang=True)
+    finished: list[Flow] = []
+
+    class Upstream:
+        @hookimpl(tryfirst=True)
+        async def send_upstream(self) -> ProxyResponse:
+            return ProxyResponse(200, [("content-type", "text/event-stream")], source.stream())
+
+        @hookimpl
+        async def flow_done(self, flow: Flow) -> None:
+            finished.append(flow)
+
+    async with proxy_server(tmp_path, plugins=[Upstream()]) as proxy:
+        received = b""
+        async with proxy.client.stream("POST", "/backend-api/codex/responses", timeout=15,
+                                       json={"model": "gpt-5", "input": "hi", "store": False, "stream": True}) as r:
+            async for chunk in r.aiter_bytes():
+                received += chunk
+                if FRAMES[2] in received:
+                    break
+        for _ in range(200):  # the server notices the closed connection on its next write or read
+            if source.closed and finished:
+                break
+            await asyncio.sleep(0.01)
+        assert source.closed and len(finished) == 1 and finished[0].first_byte_at is not None
