@@ -63,7 +63,7 @@ def test_dashboard_bench_tiny(tmp_path: Path) -> None:
 
 
 def test_soak_largest_rise_sees_a_step_not_a_plateau() -> None:
-    from bench.soak import largest_rise
+    from bench.soak_report import largest_rise
 
     rows = [{"t_s": t, "rss_mb": v} for t, v in [(0, 100), (60, 101), (120, 104), (400, 104.5), (700, 104)]]
     assert largest_rise(rows, "rss_mb", 300) == 4.0  # 0 → 120 s; 400 s is more than 300 s after 60 s
