@@ -111,22 +111,25 @@ async def move_pin(sessionmaker: async_sessionmaker[AsyncSession], key_hash: str
     return current, current.account_id == new
 
 
-async def pins_changed_since(sessionmaker: async_sessionmaker[AsyncSession], since: float,
-                             limit: int) -> list[Pin]:
-    """Rows placed or moved at or after ``since``, oldest first (served by the ``changed_at`` index)."""
-    query = select(*_COLUMNS).where(PINS.changed_at >= since).order_by(PINS.changed_at.desc()).limit(limit)
+async def _pins_since(sessionmaker: async_sessionmaker[AsyncSession], column: Any, since: float,
+                      limit: int) -> list[Pin]:
+    """The ``limit`` newest rows with ``column`` at or after ``since``, oldest first."""
+    query = select(*_COLUMNS).where(column >= since).order_by(column.desc()).limit(limit)
     async with sessionmaker() as session:
         rows = (await session.execute(query)).all()
     return [_pin(r) for r in reversed(rows)]
+
+
+async def pins_changed_since(sessionmaker: async_sessionmaker[AsyncSession], since: float,
+                             limit: int) -> list[Pin]:
+    """Rows placed or moved at or after ``since``, oldest first (served by the ``changed_at`` index)."""
+    return await _pins_since(sessionmaker, PINS.changed_at, since, limit)
 
 
 async def pins_used_since(sessionmaker: async_sessionmaker[AsyncSession], since: float,
                           limit: int) -> list[Pin]:
     """Rows used at or after ``since``, least recently used first (at most the ``limit`` newest)."""
-    query = select(*_COLUMNS).where(PINS.used_at >= since).order_by(PINS.used_at.desc()).limit(limit)
-    async with sessionmaker() as session:
-        rows = (await session.execute(query)).all()
-    return [_pin(r) for r in reversed(rows)]
+    return await _pins_since(sessionmaker, PINS.used_at, since, limit)
 
 
 async def touch_pins(sessionmaker: async_sessionmaker[AsyncSession], key_hashes: Iterable[str],
