@@ -64,26 +64,9 @@ async def sample(path: Path) -> None:
             out.flush()
 
 
-async def snapshots(folder: Path, every: float = 60.0) -> None:
-    """With ``PYTHONTRACEMALLOC`` set: a tracemalloc snapshot every ``every`` seconds (``snap-N.pickle``),
-    to compare what Python objects grew between two points of a soak."""
-    import tracemalloc
-
-    n = 0
-    while True:
-        await asyncio.sleep(every)
-        tracemalloc.take_snapshot().dump(str(folder / f"snap-{n}.pickle"))
-        n += 1
-
-
 async def main(stats: Path) -> int:
-    import os
-    import tracemalloc
-
     settings = load_settings()
     sampler = asyncio.ensure_future(sample(stats))
-    if tracemalloc.is_tracing() and os.environ.get("SOAK_SNAPSHOTS"):
-        asyncio.ensure_future(snapshots(Path(os.environ["SOAK_SNAPSHOTS"])))
     try:
         return await serve(settings)
     finally:

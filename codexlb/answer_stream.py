@@ -142,7 +142,7 @@ class AnswerStream:
                                         "(CODEX_LB_STREAM_IDLE_TIMEOUT_SECONDS)") from None
             raise
         finally:
-            watch.until = None
+            watch.disarm()
 
     async def _end(self) -> bytes:
         """At the upstream's end: what the filters still hold; the stream must have had its terminal event."""

@@ -188,7 +188,7 @@ class UpstreamAttempt:
         except Exception as exc:
             raise broken_before_first_event(f"failed ({type(exc).__name__})") from exc
         finally:
-            watch.until = None
+            watch.disarm()
 
     def feed(self, chunk: bytes) -> None:
         """Read one chunk of the stream after the peek."""
