@@ -90,22 +90,25 @@ class LogDB:
             self._wake.set()
 
     async def flush(self) -> int:
-        """Write buffered rows; returns how many were written. Rows stay buffered while the database is down.
+        """Write the rows buffered when it starts; returns how many were written.
 
-        One flush at a time: two would both write the rows at the front of the buffer.
+        Rows that arrive while it writes wait for the next flush, so a steady stream of requests
+        is written in one transaction per interval, not in a chase of small ones. Rows stay
+        buffered while the database is down. One flush at a time: two would both write the rows
+        at the front of the buffer.
         """
         async with self._flushing:
-            return await self._flush()
+            return await self._flush(len(self.buffer))
 
-    async def _flush(self) -> int:
+    async def _flush(self, count: int) -> int:
         if self._app is None or self._app.sessionmaker is None:
             return 0
         from codexlb.db.engine import is_unavailable
         from codexlb.db.requestlog import insert_request_logs
 
         written = 0
-        while self.buffer:
-            batch = [self.buffer[i] for i in range(min(self.batch_size, len(self.buffer)))]
+        while self.buffer and written < count:
+            batch = [self.buffer[i] for i in range(min(self.batch_size, len(self.buffer), count - written))]
             try:
                 await insert_request_logs(self._app.sessionmaker, batch)
             except Exception as exc:
@@ -117,6 +120,7 @@ class LogDB:
                 written += done
                 if not available:
                     return written
+                count -= len(batch) - done  # the refused rows are gone, not written
                 continue
             self._forget(batch)
             written += len(batch)
@@ -172,4 +176,5 @@ class LogDB:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
             self._task = None
-        await self.flush()
+        while self.buffer and await self.flush():
+            pass

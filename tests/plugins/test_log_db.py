@@ -71,6 +71,28 @@ async def test_concurrent_flushes_write_each_row_once(tmp_path: Path) -> None:
         assert len(await recent_request_logs(proxy.lb.sessionmaker, limit=10)) == 3
 
 
+async def test_rows_arriving_during_a_flush_wait_for_the_next(tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """A flush writes what was buffered when it began: a steady stream is one transaction an interval."""
+    async with proxy_server(tmp_path, pipeline=PIPELINE, accounts=1) as proxy:
+        plugin: LogDB = proxy.lb.pm.get_plugin("log_db")
+        real, batches = requestlog.insert_request_logs, []
+
+        async def insert_while_requests_finish(sessionmaker: object, rows: list[dict[str, object]]) -> None:
+            batches.append(len(rows))
+            if len(batches) == 1:
+                await plugin.flow_done(make_flow())  # a request finishes while the first batch is written
+            await real(sessionmaker, rows)  # type: ignore[arg-type]
+
+        monkeypatch.setattr(requestlog, "insert_request_logs", insert_while_requests_finish)
+        for _ in range(3):
+            await plugin.flow_done(make_flow())
+        assert await plugin.flush() == 3 and batches == [3] and len(plugin.buffer) == 1
+        assert await plugin.flush() == 1 and batches == [3, 1] and not plugin.buffer
+        monkeypatch.setattr(requestlog, "insert_request_logs", real)
+        assert len(await recent_request_logs(proxy.lb.sessionmaker, limit=10)) == 4
+
+
 async def test_buffer_is_bounded() -> None:
     plugin = LogDB()
     plugin.configure({"max_buffered_rows": 2})
