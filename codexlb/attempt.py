@@ -207,7 +207,7 @@ class UpstreamAttempt:
 
     def _rate_limits(self, event: SSEEvent) -> None:
         try:
-            if ratelimits.apply_event(self.account, event.json()):
+            if ratelimits.apply_event_data(self.account, event.data):
                 self.app.pool.mark_dirty(self.account)
         except ValueError:
             log.debug("unreadable codex.rate_limits event")

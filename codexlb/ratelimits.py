@@ -1,7 +1,14 @@
-"""Reading the upstream's rate-limit signals: ``x-codex-*`` headers and ``codex.rate_limits``."""
+"""Reading the upstream's rate-limit signals: ``x-codex-*`` headers and ``codex.rate_limits``.
+
+Every answer carries both, and they rarely change from one answer to the next: a window is
+replaced only when its values change (so ``changed`` means a change worth saving), and an
+account skips the parse when a source repeats what it last applied and nothing else has changed
+the account since (:func:`apply_headers`, :func:`apply_event_data`).
+"""
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -28,19 +35,47 @@ def _window_from_headers(headers: Mapping[str, str], which: str, now: float) -> 
     return UsageWindow(used, int(minutes) if minutes is not None else None, reset_at)
 
 
+HEADER_NAMES = tuple(f"x-codex-{which}-{part}" for which in ("primary", "secondary")
+                     for part in ("used-percent", "window-minutes", "reset-at", "reset-after-seconds")
+                     ) + ("x-codex-credits-balance", "x-codex-plan-type")
+"""The headers :func:`apply_headers` reads."""
+
+
+def _set_window(account: Account, which: str, window: UsageWindow) -> bool:
+    """Put ``window`` in place unless the account already shows the same values; ``True`` if replaced."""
+    if getattr(account, which) == window:
+        return False
+    setattr(account, which, window)
+    return True
+
+
+def _repeats(account: Account, source: str, key: object) -> bool:
+    """Whether ``source`` last applied ``key`` to ``account`` and nothing has changed its limits since."""
+    last = account.seen_limits.get(source)
+    return (last is not None and last[0] == key and last[1] is account.primary and last[2] is account.secondary
+            and last[3] == account.credits and last[4] == account.plan_type)
+
+
+def _remember(account: Account, source: str, key: object) -> None:
+    account.seen_limits[source] = (key, account.primary, account.secondary, account.credits, account.plan_type)
+
+
 def apply_headers(account: Account, headers: Mapping[str, str], now: float | None = None) -> bool:
-    """Update ``account`` from lower-cased response headers; ``True`` when anything changed."""
+    """Update ``account`` from lower-cased response headers; ``True`` when a value changed."""
+    key = tuple(headers.get(name) for name in HEADER_NAMES)
+    if _repeats(account, "headers", key):
+        return False
     now = time.time() if now is None else now
     changed = False
     for which in ("primary", "secondary"):
         window = _window_from_headers(headers, which, now)
         if window is not None:
-            setattr(account, which, window)
-            changed = True
-    if (balance := _float(headers.get("x-codex-credits-balance"))) is not None:
+            changed = _set_window(account, which, window) or changed
+    if (balance := _float(headers.get("x-codex-credits-balance"))) is not None and balance != account.credits:
         account.credits, changed = balance, True
     if plan := headers.get("x-codex-plan-type"):
         account.plan_type = plan
+    _remember(account, "headers", key)
     return changed
 
 
@@ -65,13 +100,26 @@ def apply_event(account: Account, event: Mapping[str, Any], now: float | None = 
     for which in ("primary", "secondary"):
         window = _window_from_event(limits.get(which), now)
         if window is not None:
-            setattr(account, which, window)
-            changed = True
+            changed = _set_window(account, which, window) or changed
     credits = event.get("credits") or limits.get("credits") or {}
-    if isinstance(credits, Mapping) and (balance := _float(credits.get("balance"))) is not None:
+    if isinstance(credits, Mapping) and (balance := _float(credits.get("balance"))) is not None \
+            and balance != account.credits:
         account.credits, changed = balance, True
     if isinstance(event.get("plan_type"), str):
         account.plan_type = event["plan_type"]
+    return changed
+
+
+def apply_event_data(account: Account, data: bytes, now: float | None = None) -> bool:
+    """:func:`apply_event` for the event's raw JSON, not parsed when it repeats the last one applied.
+
+    :raises ValueError: ``data`` is not JSON.
+    """
+    if _repeats(account, "event", data):
+        return False
+    event = json.loads(data)
+    changed = apply_event(account, event, now) if isinstance(event, Mapping) else False
+    _remember(account, "event", data)
     return changed
 
 

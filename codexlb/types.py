@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -80,6 +80,8 @@ class Account:
     """Cap on the short window's used percent: at it the account takes no traffic (``None``: no cap)."""
     max_secondary_percent: float | None = None
     """Cap on the weekly window's used percent."""
+    seen_limits: dict[str, tuple[Any, ...]] = field(default_factory=dict, repr=False)
+    """What each rate-limit source last applied (:mod:`codexlb.ratelimits` skips repeats)."""
 
     def capped(self, now: float | None = None) -> UsageWindow | None:
         """The window that has reached its cap (and has not reset since), or ``None``."""
