@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import gc
+import subprocess
 import sys
 import weakref
 
@@ -20,18 +21,27 @@ def test_the_machine_runs_glibc_so_the_tuning_applies() -> None:
     assert memory.tune_allocator() is True
 
 
-def test_a_freed_large_block_does_not_move_later_large_blocks_onto_the_heap() -> None:
-    libc = memory.GLIBC
-    assert libc is not None and memory.tune_allocator()
-    big = libc.malloc(4 * memory.MB)
-    libc.free(big)  # untuned, glibc would now serve blocks up to 4 MB from the heap
-    mapped_before = memory.heap_stats()["mapped"]
-    block = libc.malloc(memory.MB)
-    try:
-        assert memory.heap_stats()["mapped"] >= mapped_before + memory.MB
-    finally:
-        libc.free(block)
-    assert memory.heap_stats()["mapped"] < mapped_before + memory.MB
+LARGE_BLOCK_CHECK = """
+import ctypes, sys
+from codexlb import memory
+libc = memory.GLIBC
+def mmapped(block):  # glibc's IS_MMAPPED bit in the chunk's size word, just before the block
+    return bool(ctypes.c_size_t.from_address(block - ctypes.sizeof(ctypes.c_size_t)).value & 0x2)
+if sys.argv[1] == "tuned":
+    memory.tune_allocator()
+big = libc.malloc(4 * memory.MB)
+big_mapped = mmapped(big)
+libc.free(big)  # untuned, glibc now serves blocks up to 4 MB from the heap
+print(big_mapped, mmapped(libc.malloc(memory.MB)))
+"""
+
+
+@pytest.mark.parametrize(("mode", "later_mapped"), [("tuned", True), ("untuned", False)])
+def test_a_freed_large_block_does_not_move_later_large_blocks_onto_the_heap(mode: str, later_mapped: bool) -> None:
+    """In a fresh process: a heap that earlier work left with free megabytes would serve any block."""
+    out = subprocess.run([sys.executable, "-c", LARGE_BLOCK_CHECK, mode], capture_output=True, text=True,
+                         check=True, timeout=60).stdout.split()
+    assert out == ["True", str(later_mapped)]
 
 
 def test_free_pages_inside_the_heap_are_released() -> None:
