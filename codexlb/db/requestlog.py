@@ -36,12 +36,11 @@ async def insert_request_logs(sessionmaker: async_sessionmaker[AsyncSession],
         return
     params = []
     for row in rows:
-        unknown = row.keys() - _COLUMN_SET
-        if unknown:
-            raise ValueError(f"request_log has no column {', '.join(sorted(unknown))}")
+        if not row.keys() <= _COLUMN_SET:
+            raise ValueError(f"request_log has no column {', '.join(sorted(row.keys() - _COLUMN_SET))}")
         if row.get("time") is None or row.get("endpoint") is None:
             raise ValueError("a request_log row needs time and endpoint")
-        values = _DEFAULTS | dict(row)
+        values = dict(row) if len(row) == len(COLUMNS) else _DEFAULTS | dict(row)
         for name, length in _LENGTHS.items():
             value = values[name]
             if isinstance(value, str) and len(value) > length:
