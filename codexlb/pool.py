@@ -166,6 +166,12 @@ class AccountPool:
         for account in self.accounts.values():
             if account.id in excluded:
                 continue
+            if (account.status is AccountStatus.ACTIVE and account.max_primary_percent is None
+                    and account.max_secondary_percent is None and account.primary.used_percent < 100.0
+                    and account.secondary.used_percent < 100.0):
+                if account.cooldown_until <= now:  # the common case: no cap, nothing spent, nothing to lift
+                    out.append(account)
+                continue
             self._hold_back(account, now)
             if account.status in LIMITED and account.cooldown_until <= now:
                 self.set_status(account, AccountStatus.ACTIVE, None)
