@@ -155,15 +155,16 @@ class SelectSticky:
         if pinned_id is None and self.shared is not None:
             pinned_id, keep = await self._recall(pin, app, now)
         pinned = next((a for a in candidates if a.id == pinned_id), None) if pinned_id is not None else None
-        above = [a for a in candidates if self._above_floor(a, now)]
         # a usable pinned account is ridden to its end, unless an early move to a fuller account pays
-        if pinned is not None and (not above or not self._should_leave(pinned, pin, now)):
+        if pinned is not None and (not any(self._above_floor(a, now) for a in candidates)
+                                   or not self._should_leave(pinned, pin, now)):
             self._pins.move_to_end(pin)
             self.headroom.live_on(pinned.id, pin, now)
             if self.shared is not None:
                 self.shared.used(pin, now)
             flow.set_route(NAME, "hit")
             return pinned
+        above = [a for a in candidates if self._above_floor(a, now)]
         pool = candidates if pinned is None else [a for a in candidates if a is not pinned]
         chosen = self._place(key, [a for a in pool if a in above] or pool or candidates, now)
         at = None
