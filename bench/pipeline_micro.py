@@ -1,6 +1,6 @@
 """In-process cost of the pipeline's streamed path: CPU per request without the web server.
 
-    .venv/bin/python -m bench.pipeline_micro [--requests 4000] [--concurrency 1 16] [--rounds 5]
+    .venv/bin/python -m bench.pipeline_micro [--requests 4000] [--concurrency 1 16] [--rounds 5] [--accounts 4]
 
 The fast fake (``bench.fastfake``) runs in its own process on the other core; this process builds
 the app with every default plugin and runs each request as the proxy route does after Hypercorn
@@ -37,7 +37,7 @@ async def run(args: argparse.Namespace) -> None:
     proxy_cores, other = cpu_split()
     with tempfile.TemporaryDirectory(prefix="codexlb-micro-") as tmp:
         root = Path(tmp)
-        fake, port, accounts = await start_fast_fake(root, 4, other)
+        fake, port, accounts = await start_fast_fake(root, args.accounts, other)
         pin(0, proxy_cores)
         try:
             upstream = f"http://127.0.0.1:{port}/backend-api"
@@ -131,6 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--bare", action="store_true", help="aiohttp alone, no pipeline (the floor)")
     parser.add_argument("--without", nargs="*", default=[], help="default plugins to leave out")
+    parser.add_argument("--accounts", type=int, default=4, help="pooled accounts")
     args = parser.parse_args(argv)
     import uvloop
 
