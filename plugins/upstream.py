@@ -30,6 +30,7 @@ import aiohttp
 
 from codexlb import Flow, ProxyResponse, hookimpl
 from codexlb.options import PluginOptions
+from codexlb.streaming import Watch
 from codexlb.upstream_errors import body_broken, body_stalled, stream_broken, unreachable, upstream_timeout
 
 if TYPE_CHECKING:
@@ -108,14 +109,21 @@ class Upstream:
             if len(content) > LARGE_BODY_BYTES:  # aiohttp writes bytes in one go: stream large ones
                 content = io.BytesIO(content)
             headers["content-type"] = "application/json"
+        watch = Watch()  # one timer, cheaper than an asyncio.timeout scope
+        watch.arm(watch.loop.time() + app.settings.stream_idle_timeout_seconds)
         try:
-            async with asyncio.timeout(app.settings.stream_idle_timeout_seconds):
-                response = await self.session.request(flow.upstream_method, url, headers=headers, data=content,
-                                                      allow_redirects=False)
-        except TimeoutError:
+            response = await self.session.request(flow.upstream_method, url, headers=headers, data=content,
+                                                  allow_redirects=False)
+        except asyncio.CancelledError:
+            if watch.expired():
+                raise upstream_timeout() from None
+            raise
+        except TimeoutError:  # aiohttp's connect timeout
             raise upstream_timeout() from None
         except aiohttp.ClientError as exc:
             raise unreachable(type(exc).__name__) from None
+        finally:
+            watch.close()
         out_headers = [(k, v) for k, v in response.headers.items() if k.lower() not in DROP_RESPONSE]
         if response.status != 200:
             return ProxyResponse(response.status, out_headers, await self._read_bounded(response))

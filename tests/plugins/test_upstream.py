@@ -3,6 +3,7 @@ the answer back as received (rate limits and classification are the core's, arou
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import socket
@@ -123,3 +124,19 @@ async def test_transport_failures_are_the_cores_errors(tmp_path: Path) -> None:
     assert unreachable.value.cooldown_seconds == silent.value.cooldown_seconds == 5.0
     assert broken.value.code == "upstream_stream_error" and broken.value.phase == "stream"
     assert not broken.value.retryable  # bytes may have reached the client: no failover
+
+
+async def test_the_head_wait_bound_ends_with_the_wait(tmp_path: Path) -> None:
+    """A cancellation of the caller stays one; after an answer the bound no longer cancels the caller."""
+    async with FakeUpstream() as fake:
+        fake_account = fake.add_account()
+        account, token = account_of(fake_account), fake_account.access_token
+        async with started(tmp_path, fake, stream_idle_timeout_seconds=0.2) as (plugin, app):
+            waiting = asyncio.create_task(plugin.send_upstream(responses_flow(), account, token, app))
+            await asyncio.sleep(0)
+            waiting.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await waiting
+            answer = await plugin.send_upstream(responses_flow(), account, token, app)
+            await asyncio.sleep(0.3)  # past the bound: a timer left behind would cancel this task
+            assert answer.status == 200 and b"response.completed" in await body_of(answer)
