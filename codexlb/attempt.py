@@ -46,8 +46,22 @@ MARKERS = (b"codex.rate_limits", b"response.completed", b"response.incomplete", 
 """Byte strings one of which every tapped event contains (its type, in the event line or the JSON)."""
 
 
+class _LowerNames(dict[str, str]):
+    """Header names lower-cased, by their spelling as received (learnt once per spelling, bounded)."""
+
+    def __missing__(self, name: str) -> str:
+        if len(self) >= 256:
+            self.clear()
+        lower = self[name] = name.lower()
+        return lower
+
+
+_LOWER = _LowerNames()
+
+
 def _lowered(headers: Sequence[tuple[str, str]]) -> dict[str, str]:
-    return {name.lower(): value for name, value in headers}
+    lower = _LOWER
+    return {lower[name]: value for name, value in headers}
 
 
 class UpstreamAttempt:

@@ -51,6 +51,19 @@ DROP_RESPONSE = frozenset({
 })
 
 
+class _AnswerHeaderNames(dict[str, bool]):
+    """Whether an answer header passes, by its name as received (learnt once per spelling, bounded)."""
+
+    def __missing__(self, name: str) -> bool:
+        if len(self) >= 256:
+            self.clear()
+        kept = self[name] = name.lower() not in DROP_RESPONSE
+        return kept
+
+
+_PASSES = _AnswerHeaderNames()
+
+
 def forward_headers(headers: Mapping[str, str], token: str, chatgpt_account_id: str | None) -> dict[str, str]:
     """Request headers for the upstream: the allowlisted ones of the client's, with our credentials.
 
@@ -124,7 +137,8 @@ class Upstream:
             raise unreachable(type(exc).__name__) from None
         finally:
             watch.close()
-        out_headers = [(k, v) for k, v in response.headers.items() if k.lower() not in DROP_RESPONSE]
+        passes = _PASSES
+        out_headers = [(k, v) for k, v in response.headers.items() if passes[k]]
         if response.status != 200:
             return ProxyResponse(response.status, out_headers, await self._read_bounded(response))
         if "text/event-stream" not in response.headers.get("content-type", ""):

@@ -8,7 +8,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from codexlb.attempt import TAPPED, UpstreamAttempt
+from codexlb.attempt import TAPPED, UpstreamAttempt, _lowered
 from codexlb.pool import AccountPool
 from codexlb.settings import Settings
 from codexlb.testing import make_account, make_flow
@@ -114,3 +114,9 @@ async def test_a_failure_after_the_first_output_event_in_the_same_chunk_is_tappe
     tap = make_attempt()
     assert b"".join([chunk async for chunk in await tap.peek(upstream())]) == stream
     assert tap.terminal == "response.failed" and tap.flow.error_code == "server_error"
+
+
+def test_response_headers_are_read_lower_cased_whatever_their_spelling() -> None:
+    spellings = [(f"X-Codex-{n}", str(n)) for n in range(300)]  # more than the names learnt at once
+    assert _lowered([*spellings, ("Content-Type", "a"), ("content-type", "b")]) == {
+        **{f"x-codex-{n}": str(n) for n in range(300)}, "content-type": "b"}

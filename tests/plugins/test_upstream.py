@@ -23,7 +23,7 @@ from codexlb.testing.fake_sse import parse_sse
 from codexlb.testing.fake_upstream import FakeUpstream
 from codexlb.testing.harness import make_settings
 from codexlb.types import Account
-from plugins.upstream import Upstream
+from plugins.upstream import _PASSES, Upstream
 
 BODY = {"model": "gpt-5.5", "stream": True, "store": False,
         "input": [{"type": "message", "role": "user", "content": [{"type": "input_text", "text": "hi"}]}]}
@@ -140,3 +140,18 @@ async def test_the_head_wait_bound_ends_with_the_wait(tmp_path: Path) -> None:
             answer = await plugin.send_upstream(responses_flow(), account, token, app)
             await asyncio.sleep(0.3)  # past the bound: a timer left behind would cancel this task
             assert answer.status == 200 and b"response.completed" in await body_of(answer)
+
+
+async def test_answer_headers_pass_as_received_but_the_dropped_ones(tmp_path: Path) -> None:
+    async with FakeUpstream() as fake, started(tmp_path, fake) as (plugin, app):
+        fake_account = fake.add_account()
+        account, token = account_of(fake_account), fake_account.access_token
+        for _ in range(2):  # the second answer's names are already known
+            answer = await plugin.send_upstream(responses_flow(), account, token, app)
+            names = [k for k, _ in answer.headers]
+            await body_of(answer)
+            assert "Content-Type" in names and any(k.startswith("x-codex-") for k in names)
+            assert not {k.lower() for k in names} & {"date", "server", "transfer-encoding", "content-length"}
+    for n in range(300):  # the learnt names stay bounded
+        assert _PASSES[f"X-Name-{n}"] and not _PASSES["Set-Cookie"]
+    assert len(_PASSES) <= 256 and not _PASSES["DATE"]
