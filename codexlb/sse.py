@@ -237,6 +237,13 @@ class SSEScanner:
             if name and name not in names:
                 self._skipped = bytes(buf[start:first_end + 1])
                 return None
+            if name and buf.startswith(b"data:", first_end + 1) and buf.find(b"\n", first_end + 1, blank) < 0:
+                # The common shape, an event line and one data line: no line loop.
+                value = first_end + 6
+                if value < blank and buf[value] == _SPACE:
+                    value += 1
+                return SSEEvent(name.decode("utf-8", "replace"), bytes(buf[value:blank]),
+                                bytes(buf[self._raw_start:end]))
         event_name: str | None = None
         data: list[bytes] = []
         for line in bytes(buf[start:blank]).split(b"\n"):

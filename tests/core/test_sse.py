@@ -344,3 +344,27 @@ def test_random_streams_match_a_reference_parser(ends: list[bytes]) -> None:
                 got += scanner.feed(stream[pos:pos + step])
                 pos += step
             assert [(e.event, e.data) for e in got] == expected, stream
+
+
+
+def test_kept_types_read_like_the_reference_parser_whatever_the_event_shape() -> None:
+    """With ``types``, the kept events are the reference parser's of those types (or of no event line)."""
+    rng = random.Random(99)
+    blocks = [b"event: x\ndata: {\"a\":1}\n\n", b"event:x\ndata:a\n\n", b"event: x\ndata:\n\n",
+              b"event: x\ndata:  y\n\n", b"event: x\ndata: a\ndata: b\n\n", b"event: x\n\n",
+              b"event: x\n: c\ndata: a\n\n", b"event: x\nid: 1\n\n", b"event: y\ndata: a\n\n",
+              b"data: z\n\n", b"event:\ndata: z\n\n", b"\n"]
+    for _ in range(300):
+        stream = b"".join(rng.choice(blocks) for _ in range(rng.randint(1, 12)))
+        expected = [e for e in _reference_parse(stream) if e[0] in (None, "x")]
+        raws = [e.raw for e in SSEScanner(1 << 16).feed(stream) if e.event in (None, "x")]
+        for _ in range(3):
+            scanner = SSEScanner(1 << 16, types={"x"})
+            got: list[SSEEvent] = []
+            pos = 0
+            while pos < len(stream):
+                step = rng.randint(1, 40)
+                got += scanner.feed(stream[pos:pos + step])
+                pos += step
+            assert [(e.event, e.data) for e in got] == expected, stream
+            assert [e.raw for e in got] == raws, stream
