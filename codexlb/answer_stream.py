@@ -57,7 +57,7 @@ class AnswerStream:
     """The held chunks, then the rest of the upstream stream, tapped, filtered and bounded by idle time."""
 
     __slots__ = ("attempt", "held", "upstream", "pending", "watch", "idle", "filters", "terminal",
-                 "failure", "finished")
+                 "failure", "finished", "closed")
 
     def __init__(self, attempt: UpstreamAttempt, held: list[bytes], upstream: AsyncIterator[bytes],
                  pending: asyncio.Task[bytes | None] | None, watch: Watch, idle: float) -> None:
@@ -74,6 +74,7 @@ class AnswerStream:
         self.failure: FlowError | None = None
         """A filter's error, raised once the bytes before it are sent."""
         self.finished = False
+        self.closed = False
 
     def guard(self, terminal: Callable[[str, str], bytes]) -> None:
         """End the stream with ``terminal(code, message)`` on an error (this is the outermost layer)."""
@@ -165,8 +166,12 @@ class AnswerStream:
 
     async def aclose(self) -> None:
         """Stop the timer, cancel a read under way and close the upstream stream (idempotent)."""
+        if self.closed:  # the stream's end closed it, then Quart does
+            return
         self.finished = True
         self.watch.close()
         pending, self.pending = self.pending, None
-        await drop_read(pending)
+        if pending is not None:
+            await drop_read(pending)
         await close_stream(self.upstream)
+        self.closed = True
