@@ -311,11 +311,18 @@ def _known_driver(value: Any) -> bool:
     return bool(sep) and scheme in _DRIVERS
 
 
+def _data_dir(dyn: Any) -> Path:
+    """``DATA_DIR`` for the defaults built from it; a value that is no text (reported on its own) gives
+    way to the default, so the settings built from it do not fail as well."""
+    value = _to_text(dyn.DATA_DIR)
+    return Path(value if isinstance(value, str) else str(SETTING_FIELDS["DATA_DIR"].default))
+
+
 def _default(f: Field[Any]) -> Any:
     if f.name == "database_url":
-        return lambda dyn, _: f"sqlite+aiosqlite:///{Path(str(dyn.DATA_DIR)) / 'store.db'}"
+        return lambda dyn, _: f"sqlite+aiosqlite:///{_data_dir(dyn) / 'store.db'}"
     if f.name == "encryption_key_file":
-        return lambda dyn, _: str(Path(str(dyn.DATA_DIR)) / "encryption.key")
+        return lambda dyn, _: str(_data_dir(dyn) / "encryption.key")
     if f.default is not MISSING:
         return f.default
     factory: Callable[[], Iterable[Any]] = f.default_factory  # type: ignore[assignment]
