@@ -20,7 +20,7 @@ from codexlb import ratelimits
 from codexlb.answer_stream import AnswerStream
 from codexlb.errors import FlowError, UpstreamError
 from codexlb.sse import TERMINAL_TYPES, SSEEvent, SSEScanner
-from codexlb.sse_frames import usage_from_completed
+from codexlb.sse_frames import completed_usage
 from codexlb.streaming import Deadline, Watch, close_stream, drop_read, next_chunk, read_result, scan
 from codexlb.upstream_errors import (
     broken_before_first_event,
@@ -228,13 +228,16 @@ class UpstreamAttempt:
 
     def _terminal(self, kind: str, event: SSEEvent) -> None:
         self.terminal = kind
+        if kind in ("response.completed", "response.incomplete"):
+            usage = completed_usage(event.data)  # the event repeats the whole answer: decode only its usage
+            if usage is not None:
+                self.flow.usage = usage
+            return
         try:
             payload: dict[str, Any] = event.json()
         except ValueError:
             return
         response = payload.get("response") or {}
-        if kind in ("response.completed", "response.incomplete") and response.get("usage"):
-            self.flow.usage = usage_from_completed(payload)
-        elif kind in ("response.failed", "error"):
+        if kind in ("response.failed", "error"):
             err = response.get("error") or payload.get("error") or payload
             self.flow.error_code = str((err or {}).get("code") or kind)

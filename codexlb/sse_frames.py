@@ -82,3 +82,32 @@ def usage_from_completed(payload: Mapping[str, Any] | None) -> TokenUsage:
         output=_int(usage.get("output_tokens")),
         reasoning=_int(out_details.get("reasoning_tokens")) if isinstance(out_details, Mapping) else 0,
     )
+
+
+_USAGE_KEY = b'"usage":'
+_DECODE_VALUE = json.JSONDecoder().raw_decode
+
+
+def completed_usage(data: bytes) -> TokenUsage | None:
+    """The usage in a ``response.completed``/``response.incomplete`` event's raw JSON; ``None`` without one.
+
+    Only the usage object is decoded: it is found by its key's last occurrence (the answer's text,
+    the bulk of the event, cannot hold that key unescaped). When that does not give an object with
+    token counts, the whole event is parsed instead.
+    """
+    at = data.rfind(_USAGE_KEY)
+    if at >= 0:
+        try:
+            value, _ = _DECODE_VALUE(data[at + len(_USAGE_KEY):].decode("utf-8", "replace").lstrip())
+        except ValueError:
+            value = None
+        if isinstance(value, dict) and "input_tokens" in value:
+            return usage_from_completed({"usage": value})
+    try:
+        payload = json.loads(data)
+    except ValueError:
+        return None
+    response = payload.get("response") if isinstance(payload, dict) else None
+    if not isinstance(response, Mapping) or not response.get("usage"):
+        return None
+    return usage_from_completed(payload)
