@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from codexlb import ratelimits
 from codexlb.answer_stream import AnswerStream
 from codexlb.errors import FlowError, UpstreamError
+from codexlb.memo import Learnt
 from codexlb.sse import TERMINAL_TYPES, SSEEvent, SSEScanner
 from codexlb.sse_frames import completed_usage
 from codexlb.streaming import Deadline, Watch, close_stream, drop_read, next_chunk, read_result, scan
@@ -46,17 +47,8 @@ MARKERS = (b"codex.rate_limits", b"response.completed", b"response.incomplete", 
 """Byte strings one of which every tapped event contains (its type, in the event line or the JSON)."""
 
 
-class _LowerNames(dict[str, str]):
-    """Header names lower-cased, by their spelling as received (learnt once per spelling, bounded)."""
-
-    def __missing__(self, name: str) -> str:
-        if len(self) >= 256:
-            self.clear()
-        lower = self[name] = name.lower()
-        return lower
-
-
-_LOWER = _LowerNames()
+_LOWER: Learnt[str, str] = Learnt(str.lower)
+"""Header names lower-cased, by their spelling as received."""
 
 
 def _lowered(headers: Sequence[tuple[str, str]]) -> dict[str, str]:

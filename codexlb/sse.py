@@ -14,6 +14,8 @@ import json
 from collections.abc import Collection
 from typing import Any
 
+from codexlb.memo import Learnt
+
 __all__ = [
     "PEEK_TYPES",
     "TERMINAL_TYPES",
@@ -107,18 +109,13 @@ def _peek_type(buf: bytes | bytearray, start: int, end: int) -> str | None:
     return buf[begin:quote].decode("utf-8", "replace")
 
 
-_TYPE_SETS: dict[frozenset[str], tuple[frozenset[str], frozenset[bytes]]] = {}
+_TYPE_SETS: Learnt[frozenset[str], tuple[frozenset[str], frozenset[bytes]]] = Learnt(
+    lambda key: (key, frozenset(t.encode() for t in key)), limit=64)
 
 
 def _type_sets(types: Collection[str]) -> tuple[frozenset[str], frozenset[bytes]]:
     """``types`` as a set of names and of encoded names (made once per distinct set: scanners are per request)."""
-    key = types if isinstance(types, frozenset) else frozenset(types)
-    found = _TYPE_SETS.get(key)
-    if found is None:
-        found = (key, frozenset(t.encode() for t in key))
-        if len(_TYPE_SETS) < 64:
-            _TYPE_SETS[key] = found
-    return found
+    return _TYPE_SETS[types if isinstance(types, frozenset) else frozenset(types)]
 
 
 class SSEScanner:

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 import aiohttp
 
 from codexlb import Flow, ProxyResponse, hookimpl
+from codexlb.memo import Learnt
 from codexlb.options import PluginOptions
 from codexlb.streaming import Watch
 from codexlb.upstream_errors import body_broken, body_stalled, stream_broken, unreachable, upstream_timeout
@@ -51,17 +52,8 @@ DROP_RESPONSE = frozenset({
 })
 
 
-class _AnswerHeaderNames(dict[str, bool]):
-    """Whether an answer header passes, by its name as received (learnt once per spelling, bounded)."""
-
-    def __missing__(self, name: str) -> bool:
-        if len(self) >= 256:
-            self.clear()
-        kept = self[name] = name.lower() not in DROP_RESPONSE
-        return kept
-
-
-_PASSES = _AnswerHeaderNames()
+_PASSES: Learnt[str, bool] = Learnt(lambda name: name.lower() not in DROP_RESPONSE)
+"""Whether an answer header passes, by its name as received."""
 
 
 def forward_headers(headers: Mapping[str, str], token: str, chatgpt_account_id: str | None) -> dict[str, str]:
