@@ -327,6 +327,17 @@ def _reference_parse(stream: bytes) -> list[tuple[str | None, bytes]]:
     return events
 
 
+def _fed_in_pieces(scanner: SSEScanner, stream: bytes, rng: random.Random, longest: int) -> list[SSEEvent]:
+    """The events of ``stream`` fed to ``scanner`` in random pieces of 1 to ``longest`` bytes."""
+    got: list[SSEEvent] = []
+    pos = 0
+    while pos < len(stream):
+        step = rng.randint(1, longest)
+        got += scanner.feed(stream[pos:pos + step])
+        pos += step
+    return got
+
+
 @pytest.mark.parametrize("ends", [[b"\n"], [b"\n", b"\r\n", b"\r"]])
 def test_random_streams_match_a_reference_parser(ends: list[bytes]) -> None:
     rng = random.Random(1234)
@@ -336,15 +347,8 @@ def test_random_streams_match_a_reference_parser(ends: list[bytes]) -> None:
         stream = b"".join(rng.choice(pieces) + rng.choice(ends) for _ in range(rng.randint(1, 30)))
         expected = _reference_parse(stream)
         for _ in range(3):
-            scanner = SSEScanner(1 << 16)
-            got: list[SSEEvent] = []
-            pos = 0
-            while pos < len(stream):
-                step = rng.randint(1, 9)
-                got += scanner.feed(stream[pos:pos + step])
-                pos += step
+            got = _fed_in_pieces(SSEScanner(1 << 16), stream, rng, 9)
             assert [(e.event, e.data) for e in got] == expected, stream
-
 
 
 def test_kept_types_read_like_the_reference_parser_whatever_the_event_shape() -> None:
@@ -359,12 +363,6 @@ def test_kept_types_read_like_the_reference_parser_whatever_the_event_shape() ->
         expected = [e for e in _reference_parse(stream) if e[0] in (None, "x")]
         raws = [e.raw for e in SSEScanner(1 << 16).feed(stream) if e.event in (None, "x")]
         for _ in range(3):
-            scanner = SSEScanner(1 << 16, types={"x"})
-            got: list[SSEEvent] = []
-            pos = 0
-            while pos < len(stream):
-                step = rng.randint(1, 40)
-                got += scanner.feed(stream[pos:pos + step])
-                pos += step
+            got = _fed_in_pieces(SSEScanner(1 << 16, types={"x"}), stream, rng, 40)
             assert [(e.event, e.data) for e in got] == expected, stream
             assert [e.raw for e in got] == raws, stream
