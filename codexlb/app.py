@@ -182,7 +182,7 @@ class CodexLB:
 
 def create_app(settings: Settings | None = None, *, plugins: Iterable[object] = ()) -> Quart:
     """Build the Quart app; ``plugins`` are extra plugin objects, called before the listed ones."""
-    from codexlb.web import admin, admission, api, compat, dashboard, jobs_api, proxy, responses_ws
+    from codexlb.web import admin, admission, api, compat, dashboard, fast_path, jobs_api, proxy, responses_ws
 
     settings = settings or load_settings()
     lb = CodexLB(settings, plugins)
@@ -197,6 +197,8 @@ def create_app(settings: Settings | None = None, *, plugins: Iterable[object] = 
     dashboard.install(app)
     admission.install(app)  # every route: client admission, the admin guard, the dashboard's, or public
     admin.install_error_handlers(app)
+    posts = {path: endpoint for (method, path), endpoint in proxy.ROUTES.items() if method == "POST"}
+    app.asgi_app = fast_path.FastRoutes(lb, app.asgi_app, posts)  # type: ignore[method-assign]
 
     @app.while_serving  # type: ignore[type-var]
     async def lifespan() -> AsyncIterator[None]:

@@ -51,6 +51,10 @@ def configure(config: Mapping[str, Any], settings: Settings) -> None:
 def register_routes(app: AppView) -> Blueprint | list[Blueprint] | None:
     """Contribute Quart blueprints (admin pages, extra APIs), collected before serving.
 
+    The proxied POST routes (``/backend-api/codex/responses``, ``/v1/responses``, ...) are served in
+    front of Quart, so an app-wide ``before_request`` a blueprint installs does not see them: act on
+    proxied requests with the request hooks (``admit_request`` and on).
+
     Example::
 
         @hookimpl

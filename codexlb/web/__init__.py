@@ -15,6 +15,11 @@ def json_error(status: int, code: str, message: str, *, kind: str | None = None,
     return jsonify({"error": {"message": message, "type": kind, "code": code}}), status, headers or {}
 
 
+def too_large(limit: int) -> str:
+    """The message of a 413 for a body over ``limit`` (``deploy/nginx/codexlb.conf`` answers the same)."""
+    return f"request body exceeds the limit (CODEX_LB_MAX_DECOMPRESSED_BODY_BYTES = {limit})"
+
+
 def current_request() -> BaseRequestWebsocket:
     """The request being handled: an HTTP request, or a WebSocket handshake.
 

@@ -9,7 +9,7 @@ from quart import Blueprint, Quart, current_app, jsonify
 from werkzeug.exceptions import HTTPException
 
 from codexlb.app import lb_of
-from codexlb.web import current_request, json_error
+from codexlb.web import current_request, json_error, too_large
 
 blueprint = Blueprint("admin", __name__)
 log = logging.getLogger("codexlb.web")
@@ -39,8 +39,7 @@ def install_error_handlers(app: Quart) -> None:
         if exc.code == 404:
             message = "unknown route; see README for the served routes"
         if exc.code == 413:
-            message = ("request body exceeds the limit (CODEX_LB_MAX_DECOMPRESSED_BODY_BYTES = "
-                       f"{current_app.config['MAX_CONTENT_LENGTH']})")
+            message = too_large(current_app.config["MAX_CONTENT_LENGTH"])
         allowed = sorted(getattr(exc, "valid_methods", None) or ())
         if exc.code == 405 and allowed:
             current = current_request()

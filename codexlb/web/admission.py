@@ -17,6 +17,7 @@ A request that matches no route (404, 405) is not admitted: the error handler an
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any, Literal
 
 from quart import Quart, current_app, g
@@ -47,21 +48,25 @@ def route_kind(path: str) -> RouteKind:
     return "client"
 
 
-def make_flow(endpoint: str) -> Flow:
-    """A flow for the current request or WebSocket handshake (body not read yet).
-
-    Header names are lower-cased, the last line of a repeated header wins, except forwarding
-    headers, whose repeated lines are joined into the one list they stand for.
-    """
-    current = current_request()
-    client = current.scope.get("client") or ("127.0.0.1", 0)
+def request_headers(pairs: Iterable[tuple[str, str]]) -> dict[str, str]:
+    """Header lines as a flow keeps them: names lower-cased, the last line wins, except forwarding
+    headers, whose repeated lines are joined into the one list they stand for."""
     headers: dict[str, str] = {}
-    for name, value in current.headers.items():
+    for name, value in pairs:
         name = name.lower()
         if name in headers and name in _FORWARDING:
             headers[name] = join_lines((headers[name], value))
         else:
             headers[name] = value
+    return headers
+
+
+def make_flow(endpoint: str) -> Flow:
+    """A flow for the current request or WebSocket handshake (body not read yet; headers as
+    :func:`request_headers` keeps them)."""
+    current = current_request()
+    client = current.scope.get("client") or ("127.0.0.1", 0)
+    headers = request_headers(current.headers.items())
     peer = str(client[0])
     return Flow(ProxyRequest(method=current.method, path=current.path, endpoint=endpoint, headers=headers,
                              query=current.query_string.decode("latin-1"), peer_ip=peer, client_ip=peer))

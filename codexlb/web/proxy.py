@@ -15,6 +15,7 @@ from quart import Blueprint, Response, current_app, request
 
 from codexlb.app import CodexLB, lb_of
 from codexlb.flow import Flow, ProxyResponse
+from codexlb.web import too_large
 from codexlb.web.admission import admitted_flow
 from codexlb.web.respond import to_quart
 
@@ -72,9 +73,7 @@ async def _proxied(lb: CodexLB, flow: Flow) -> ProxyResponse:
     """The pipeline's answer for an admitted flow (413 when its body is too large)."""
     body = await read_body(lb.settings.max_decompressed_body_bytes)
     if body is None:
-        flow.reject(413, "payload_too_large",
-                    f"request body exceeds {lb.settings.max_decompressed_body_bytes} bytes "
-                    "(CODEX_LB_MAX_DECOMPRESSED_BODY_BYTES)")
+        flow.reject(413, "payload_too_large", too_large(lb.settings.max_decompressed_body_bytes))
         assert flow.response is not None
         return flow.response
     flow.request.body = body

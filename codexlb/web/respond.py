@@ -14,15 +14,21 @@ from codexlb.app import CodexLB
 from codexlb.flow import Flow, ProxyResponse
 
 
-def to_quart(lb: CodexLB, flow: Flow, result: ProxyResponse) -> Response:
-    """Turn the pipeline's answer into a Quart response; ``flow_done`` runs after the last byte."""
-    flow.status = result.status
+def answer_headers(lb: CodexLB, flow: Flow, result: ProxyResponse) -> list[tuple[str, str]]:
+    """The answer's headers, with the route headers when ``ROUTE_HEADERS`` is on."""
     headers = list(result.headers)
     if lb.settings.route_headers:
         if flow.account is not None:
             headers.append(("x-codexlb-account", flow.account.label))
         if flow.route is not None:
             headers.append(("x-codexlb-route", str(flow.route)))
+    return headers
+
+
+def to_quart(lb: CodexLB, flow: Flow, result: ProxyResponse) -> Response:
+    """Turn the pipeline's answer into a Quart response; ``flow_done`` runs after the last byte."""
+    flow.status = result.status
+    headers = answer_headers(lb, flow, result)
     if isinstance(result.body, bytes):
         flow.first_byte_at = flow.first_byte_at or time.time()
         flow.finished_at = time.time()
