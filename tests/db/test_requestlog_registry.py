@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+from types import MappingProxyType
+
 import pytest
+from sqlalchemy import String, exc
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from codexlb.db.engine import is_unavailable
+from codexlb.db.models import RequestLogRow
 from codexlb.db.registry import get_meta, get_registry, put_meta, put_registry
 from codexlb.db.requestlog import COLUMNS, insert_request_logs, recent_request_logs
 from codexlb.db.store import AccountStore
+from tests.support.refusals import allow_request_logs, refuse_request_logs
+
+LENGTHS = {c.name: c.type.length for c in RequestLogRow.__table__.columns
+           if isinstance(c.type, String) and c.type.length}
 
 
 async def test_inserts_a_batch_of_request_logs(sessionmaker: async_sessionmaker[AsyncSession],
@@ -51,7 +60,46 @@ async def test_rejects_unknown_request_log_columns(sessionmaker: async_sessionma
         await insert_request_logs(sessionmaker, [{"time": 1.0, "endpoint": "/x", "bogus": 1}])
     with pytest.raises(ValueError, match="needs time and endpoint"):
         await insert_request_logs(sessionmaker, [{"time": 1.0}])
+    full = dict.fromkeys(COLUMNS) | {"time": 1.0, "endpoint": "/x"}
+    with pytest.raises(ValueError, match="no column bogus"):  # as many keys as columns, one of them unknown
+        await insert_request_logs(sessionmaker, [full, {k: v for k, v in full.items() if k != "model"} | {"bogus": 1}])
+    with pytest.raises(ValueError, match="needs time and endpoint"):
+        await insert_request_logs(sessionmaker, [full | {"endpoint": None}])
     assert await recent_request_logs(sessionmaker) == []
+
+
+async def test_long_strings_are_cut_to_their_columns(sessionmaker: async_sessionmaker[AsyncSession]) -> None:
+    """Every string column, full rows and partial ones, any mapping: both backends store the same cut values."""
+    assert len(LENGTHS) == 9 and "endpoint" in LENGTHS
+    long = {"time": 1.0, "status": 200} | {name: chr(0x4E00 + i) * (length + 1) for i, (name, length)
+                                           in enumerate(LENGTHS.items())}
+    exact = {"time": 2.0, "endpoint": "e" * LENGTHS["endpoint"], "model": "m" * LENGTHS["model"], "attempts": 3}
+    await insert_request_logs(sessionmaker, [MappingProxyType(long), dict.fromkeys(COLUMNS) | exact])
+    written = {r["time"]: r for r in await recent_request_logs(sessionmaker)}
+    assert {name: written[1.0][name] for name in LENGTHS} == {name: long[name][:length]
+                                                              for name, length in LENGTHS.items()}
+    assert written[1.0]["status"] == 200 and written[1.0]["attempts"] == 1
+    assert (written[2.0]["endpoint"], written[2.0]["model"]) == (exact["endpoint"], exact["model"])
+    assert written[2.0]["attempts"] == 3 and written[2.0]["status"] is None
+
+
+async def test_database_errors_keep_their_sqlalchemy_class(sessionmaker: async_sessionmaker[AsyncSession]) -> None:
+    """A row the database refuses is an IntegrityError; a database that cannot be used now is "unavailable";
+    either way nothing of the batch is written and the next batch is."""
+    ok = {"time": 1.0, "endpoint": "/v1/responses", "status": 200}
+    await refuse_request_logs(sessionmaker, status=999)
+    with pytest.raises(exc.IntegrityError, match="refused by test trigger") as refused:
+        await insert_request_logs(sessionmaker, [ok, ok | {"time": 2.0, "status": 999}])
+    assert not is_unavailable(refused.value)
+    await allow_request_logs(sessionmaker)
+    await refuse_request_logs(sessionmaker, unavailable=True)
+    with pytest.raises(exc.DBAPIError) as down:
+        await insert_request_logs(sessionmaker, [ok])
+    assert is_unavailable(down.value)
+    await allow_request_logs(sessionmaker)
+    assert await recent_request_logs(sessionmaker) == []
+    await insert_request_logs(sessionmaker, [ok, ok | {"time": 2.0, "status": 999}])
+    assert [r["status"] for r in await recent_request_logs(sessionmaker)] == [999, 200]
 
 
 async def test_model_registry_cache_round_trip(sessionmaker: async_sessionmaker[AsyncSession]) -> None:

@@ -18,6 +18,7 @@ from codexlb.testing import make_flow
 from codexlb.testing.harness import proxy_server
 from plugins.log_db import LogDB
 from tests.support.postgres import postgres_base_url, temp_postgres_database
+from tests.support.refusals import allow_request_logs, refuse_request_logs
 
 PIPELINE = ("select_round_robin", "upstream", "log_db")
 BODY = {"model": "gpt-5.5", "input": [{"type": "message", "role": "user",
@@ -161,3 +162,35 @@ async def test_a_refused_row_is_dropped_alone(tmp_path: Path, database_url: str,
         assert next(r["model"] for r in rows if r["time"] == 3.0) == "m" * 200
         await plugin.flow_done(make_flow())
         assert await plugin.flush() == 1  # later batches are not held back
+
+
+async def test_rows_the_database_refuses_are_dropped_alone(tmp_path: Path, database_url: str,
+                                                           caplog: pytest.LogCaptureFixture) -> None:
+    """A row a trigger refuses (a constraint) and one the driver cannot encode (a client's lone surrogate)
+    are dropped; the batch's other rows are written."""
+    async with proxy_server(tmp_path, pipeline=PIPELINE, database_url=database_url, plugin_options=HELD) as proxy:
+        plugin: LogDB = proxy.lb.pm.get_plugin("log_db")
+        await refuse_request_logs(proxy.lb.sessionmaker, status=999)
+        for n in range(6):
+            await plugin.flow_done(make_flow())
+            plugin.buffer[-1] |= {"time": float(n), "status": 200}
+        plugin.buffer[1]["status"] = 999
+        plugin.buffer[4]["model"] = "gpt-\ud800"
+        with caplog.at_level(logging.WARNING, "codexlb.log_db"):
+            assert await plugin.flush() == 4
+        assert not plugin.buffer
+        assert len([r for r in caplog.records if "row dropped" in r.getMessage()]) == 2
+        rows = await recent_request_logs(proxy.lb.sessionmaker, limit=10)
+        assert sorted(r["time"] for r in rows) == [0.0, 2.0, 3.0, 5.0]
+
+
+async def test_rows_are_kept_while_the_database_cannot_write(tmp_path: Path, database_url: str) -> None:
+    async with proxy_server(tmp_path, pipeline=PIPELINE, database_url=database_url, plugin_options=HELD) as proxy:
+        plugin: LogDB = proxy.lb.pm.get_plugin("log_db")
+        await refuse_request_logs(proxy.lb.sessionmaker, unavailable=True)
+        for _ in range(3):
+            await plugin.flow_done(make_flow())
+        assert await plugin.flush() == 0 and len(plugin.buffer) == 3
+        await allow_request_logs(proxy.lb.sessionmaker)
+        assert await plugin.flush() == 3 and not plugin.buffer
+        assert len(await recent_request_logs(proxy.lb.sessionmaker, limit=10)) == 3
