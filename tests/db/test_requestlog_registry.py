@@ -71,12 +71,12 @@ async def test_rejects_unknown_request_log_columns(sessionmaker: async_sessionma
 async def test_long_strings_are_cut_to_their_columns(sessionmaker: async_sessionmaker[AsyncSession]) -> None:
     """Every string column, full rows and partial ones, any mapping: both backends store the same cut values."""
     assert len(LENGTHS) == 9 and "endpoint" in LENGTHS
-    long = {"time": 1.0, "status": 200} | {name: chr(0x4E00 + i) * (length + 1) for i, (name, length)
-                                           in enumerate(LENGTHS.items())}
+    texts = {name: chr(0x4E00 + i) * (length + 1) for i, (name, length) in enumerate(LENGTHS.items())}
+    long = {"time": 1.0, "status": 200, **texts}
     exact = {"time": 2.0, "endpoint": "e" * LENGTHS["endpoint"], "model": "m" * LENGTHS["model"], "attempts": 3}
     await insert_request_logs(sessionmaker, [MappingProxyType(long), dict.fromkeys(COLUMNS) | exact])
     written = {r["time"]: r for r in await recent_request_logs(sessionmaker)}
-    assert {name: written[1.0][name] for name in LENGTHS} == {name: long[name][:length]
+    assert {name: written[1.0][name] for name in LENGTHS} == {name: texts[name][:length]
                                                               for name, length in LENGTHS.items()}
     assert written[1.0]["status"] == 200 and written[1.0]["attempts"] == 1
     assert (written[2.0]["endpoint"], written[2.0]["model"]) == (exact["endpoint"], exact["model"])
