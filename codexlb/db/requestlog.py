@@ -15,6 +15,7 @@ from operator import itemgetter
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import String, Table, delete, exc, insert, select
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from codexlb.db.engine import begin_write
 from codexlb.db.models import RequestLogRow
@@ -36,27 +37,48 @@ _TIME, _ENDPOINT = COLUMNS.index("time"), COLUMNS.index("endpoint")
 _SQLITE_INSERT = f"INSERT INTO request_log ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
 
 
-def request_log_values(rows: Sequence[Mapping[str, Any]]) -> list[tuple[Any, ...]]:
-    """Each row's values in :data:`COLUMNS` order: defaults filled in, over-long strings cut to fit.
+def _unknown_columns(row: Mapping[str, Any]) -> ValueError:
+    return ValueError(f"request_log has no column {', '.join(sorted(row.keys() - _COLUMN_SET))}")
 
-    :raises ValueError: a row has a key that is not a column, or lacks ``time`` or ``endpoint``.
-    """
+
+_MISSING = "a request_log row needs time and endpoint"
+
+
+def _values(rows: Sequence[Mapping[str, Any]]) -> list[tuple[Any, ...]]:
+    """Each row's values in :data:`COLUMNS` order, defaults filled in, over-long strings cut (SQLite)."""
     params = []
     for row in rows:
-        try:  # a row with every column (the log plugin's) needs no merge; extra keys make it miss one
+        try:  # a row with every column (the log plugin's) needs no merge; an unknown key makes one miss
             values: tuple[Any, ...] | None = _VALUES(row) if len(row) == len(COLUMNS) else None
         except KeyError:
             values = None
         if values is None:
             if not row.keys() <= _COLUMN_SET:
-                raise ValueError(f"request_log has no column {', '.join(sorted(row.keys() - _COLUMN_SET))}")
+                raise _unknown_columns(row)
             values = _VALUES({**_DEFAULTS, **row})
         if values[_TIME] is None or values[_ENDPOINT] is None:
-            raise ValueError("a request_log row needs time and endpoint")
+            raise ValueError(_MISSING)
         for i, length in _CUTS:
             value = values[i]
             if isinstance(value, str) and len(value) > length:
                 values = (*values[:i], value[:length], *values[i + 1:])
+        params.append(values)
+    return params
+
+
+def _dicts(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Each row as a dict of every column, defaults filled in, over-long strings cut (Core insert)."""
+    params = []
+    for row in rows:
+        if not row.keys() <= _COLUMN_SET:
+            raise _unknown_columns(row)
+        if row.get("time") is None or row.get("endpoint") is None:
+            raise ValueError(_MISSING)
+        values = dict(row) if len(row) == len(COLUMNS) else {**_DEFAULTS, **row}
+        for name, length in _LENGTHS.items():
+            value = values[name]
+            if isinstance(value, str) and len(value) > length:
+                values[name] = value[:length]
         params.append(values)
     return params
 
@@ -73,14 +95,16 @@ async def insert_request_logs(sessionmaker: async_sessionmaker[AsyncSession],
     """
     if not rows:
         return
-    params = request_log_values(rows)
+    bind = sessionmaker.kw.get("bind")
+    if not (isinstance(bind, AsyncEngine) and bind.dialect.driver == "aiosqlite"):
+        dicts = _dicts(rows)  # PostgreSQL: the Core insert takes dicts (tuples made into dicts cost more)
+        async with begin_write(sessionmaker) as session:
+            await session.execute(insert(_TABLE), dicts)
+        return
+    params = _values(rows)
     async with begin_write(sessionmaker) as session:
-        connection = await session.connection()
-        driver = ((await connection.get_raw_connection()).driver_connection
-                  if connection.dialect.driver == "aiosqlite" else None)
-        if driver is None:
-            await session.execute(insert(_TABLE), [dict(zip(COLUMNS, values, strict=True)) for values in params])
-            return
+        driver = (await (await session.connection()).get_raw_connection()).driver_connection
+        assert driver is not None, "a connection in a transaction has its driver connection"
         try:
             await driver.executemany(_SQLITE_INSERT, params)
         except sqlite3.Error as error:
