@@ -5,8 +5,8 @@ from __future__ import annotations
 from types import MappingProxyType
 
 import pytest
-from sqlalchemy import String, exc
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy import String, event, exc
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from codexlb.db.engine import is_unavailable
 from codexlb.db.models import RequestLogRow
@@ -66,6 +66,19 @@ async def test_rejects_unknown_request_log_columns(sessionmaker: async_sessionma
     with pytest.raises(ValueError, match="needs time and endpoint"):
         await insert_request_logs(sessionmaker, [full | {"endpoint": None}])
     assert await recent_request_logs(sessionmaker) == []
+
+
+async def test_sqlite_batches_go_to_the_driver_in_one_executemany(
+        backend: str, engine: AsyncEngine, sessionmaker: async_sessionmaker[AsyncSession]) -> None:
+    """SQLite: the insert bypasses SQLAlchemy's statement execution (the cheap path); PostgreSQL: one Core insert."""
+    seen: list[str] = []
+    event.listen(engine.sync_engine, "before_cursor_execute",
+                 lambda _conn, _cursor, statement, *_rest: seen.append(statement.split(" (")[0]))
+    await insert_request_logs(sessionmaker, [{"time": float(t), "endpoint": "/v1/responses"} for t in range(3)])
+    inserts = [s for s in seen if s.startswith("INSERT")]
+    assert inserts == ([] if backend == "sqlite" else ["INSERT INTO request_log"])
+    assert {s.split()[0] for s in seen} <= {"BEGIN", "INSERT"}
+    assert len(await recent_request_logs(sessionmaker)) == 3
 
 
 async def test_long_strings_are_cut_to_their_columns(sessionmaker: async_sessionmaker[AsyncSession]) -> None:
