@@ -164,8 +164,9 @@ async def measure(targets: list[Target], proxy: Target, preset: dict[str, Any],
     return mem
 
 
-async def profile(targets: list[Target], out_dir: Path, secs: float, log: Callable[[str], None]) -> None:
-    """py-spy the proxy under c=64 load: collapsed stacks (``profile.txt``) and a flame graph (``profile.svg``).
+async def profile(targets: list[Target], out_dir: Path, secs: float, log: Callable[[str], None],
+                  concurrency: int = 64) -> None:
+    """py-spy the proxy under load: collapsed stacks (``profile.txt``) and a flame graph (``profile.svg``).
 
     With the bare floor running, it is profiled the same way (``bare.txt``) and the proxy's extra
     cost per request is printed by package and function (``bench.pyspy_top --against``).
@@ -177,10 +178,10 @@ async def profile(targets: list[Target], out_dir: Path, secs: float, log: Callab
     if "bare" in by:
         runs.append((by["bare"], "raw", "bare.txt"))
     for target, fmt, name in runs:
-        log(f"py-spy {fmt} of {target.name} for {secs:.0f} s at c=64 -> {out_dir / name}")
+        log(f"py-spy {fmt} of {target.name} for {secs:.0f} s at c={concurrency} -> {out_dir / name}")
         spy = await py_spy(target.pid, out_dir / name, secs, fmt)
         await asyncio.sleep(0.5)
-        await target.measure(f"profile-{fmt}", 64, duration=secs)
+        await target.measure(f"profile-{fmt}", concurrency, duration=secs)
         if await spy.wait():
             log(f"py-spy failed ({spy.returncode}); is ptrace allowed?")
     if (out_dir / "profile.txt").exists():
@@ -321,7 +322,7 @@ async def main_async(args: argparse.Namespace) -> int:
             if args.json:
                 args.json.write_text(json.dumps(data, indent=2, default=str))
             if args.profile:
-                await profile(targets, args.profile, args.profile_secs, log)
+                await profile(targets, args.profile, args.profile_secs, log, args.profile_concurrency)
         except BaseException:
             await asyncio.sleep(3)  # a server shutting down (signal from outside?) has exited by now
             for child in children:
@@ -351,8 +352,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--baseline", type=Path, help="also run the proxy of this source tree (column 'before'), "
                         "e.g. `git archive HEAD~1 codexlb plugins migrations | tar -x -C DIR`")
     parser.add_argument("--json", type=Path, help="also write the results as JSON")
-    parser.add_argument("--profile", type=Path, help="py-spy the proxy at c=64; write profile.txt/.svg here")
+    parser.add_argument("--profile", type=Path, help="py-spy the proxy under load; write profile.txt/.svg here")
     parser.add_argument("--profile-secs", type=float, default=10.0)
+    parser.add_argument("--profile-concurrency", type=int, default=64, help="load while profiling")
     args = parser.parse_args(argv)
     try:
         import uvloop
