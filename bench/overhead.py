@@ -7,7 +7,9 @@
 The fake upstream (``bench.fastfake``) and this load client share one core; the proxy (Hypercorn on
 uvloop, the default plugins that exist, a few imported accounts) gets the other, and so do two
 floors with no pipeline: ``floor`` (``bench.floor_server``: Quart + Hypercorn/uvloop + httpx over
-aiohttp) and ``bare`` (``bench.bare_floor``: the same with aiohttp directly, the proxy's own engine).
+aiohttp) and ``bare`` (``bench.bare_floor``: the same with aiohttp directly); with ``--asgi`` also
+``asgi`` (``bench.asgi_floor``: that pass-through as a raw ASGI app, no Quart, as the proxy serves
+its POST routes: the proxy minus ``asgi`` is the pipeline's own cost).
 Every measurement runs against the fake directly, through both floors and through the proxy,
 interleaved in rotating order; the table shows them all with the proxy's differences. With
 ``--baseline DIR`` the proxy of another source tree runs too (column ``before``), to measure a
@@ -194,7 +196,7 @@ async def profile(targets: list[Target], out_dir: Path, secs: float, log: Callab
 def table(targets: list[Target], mem: dict[str, Any], held: int) -> tuple[str, dict[str, Any]]:
     """The result table (every target, proxy/direct ratio, proxy minus direct and minus each floor) and its data."""
     by = {t.name: t for t in targets}
-    floor, bare = by.get("floor"), by.get("bare")
+    floor, bare, asgi = by.get("floor"), by.get("bare"), by.get("asgi")
     rows: list[tuple[str, Callable[[Target], float]]] = []
     for label, conc in LOADS:
         if conc > 1:
@@ -216,6 +218,7 @@ def table(targets: list[Target], mem: dict[str, Any], held: int) -> tuple[str, d
     head = f"{'metric':<24}" + "".join(f"{n:>10}" for n in names) + f"{'prx/dir':>9}{'prx-dir':>10}"
     head += f"{'prx-floor':>10}" if floor else ""
     head += f"{'prx-bare':>10}" if bare else ""
+    head += f"{'prx-asgi':>10}" if asgi else ""
     lines, data = [head], {}
     for metric, get in rows:
         values = {t.name: get(t) for t in targets}
@@ -224,6 +227,7 @@ def table(targets: list[Target], mem: dict[str, Any], held: int) -> tuple[str, d
         line += f"{p / d if d else math.nan:>9.2f}{p - d:>+10.3f}"
         line += f"{p - values['floor']:>+10.3f}" if floor else ""
         line += f"{p - values['bare']:>+10.3f}" if bare else ""
+        line += f"{p - values['asgi']:>+10.3f}" if asgi else ""
         lines.append(line)
         data[metric] = values
     lines.append("direct = the fake itself (its CPU and RSS); CPU/RSS of the floors and the proxy are their own")
@@ -304,6 +308,12 @@ async def main_async(args: argparse.Namespace) -> int:
                 children.append(bare)
                 targets.append(Target("bare", bare_port, bare.pid, request_maker(bare_port, None, args.body_kb),
                                       proxy_cores))
+            if args.asgi:
+                asgi, asgi_port = await start_floor(root, upstream, root / "fake-accounts.json", proxy_cores,
+                                                    "bench.asgi_floor")
+                children.append(asgi)
+                targets.append(Target("asgi", asgi_port, asgi.pid, request_maker(asgi_port, None, args.body_kb),
+                                      proxy_cores))
             if args.baseline:
                 base_child, base_port = await start_proxy(root / "before", upstream, auth, accounts, plugins,
                                                           proxy_cores, source=args.baseline)
@@ -348,6 +358,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--plugins", help="comma-separated pipeline (default: the default plugins that exist)")
     parser.add_argument("--body-kb", type=int, default=0, help="pad each request body by this many KB")
     parser.add_argument("--no-floor", action="store_true", help="skip the httpx engine-floor server")
+    parser.add_argument("--asgi", action="store_true",
+                        help="also run bench.asgi_floor (the bare pass-through without Quart)")
     parser.add_argument("--no-bare", action="store_true", help="skip the bare aiohttp floor server")
     parser.add_argument("--baseline", type=Path, help="also run the proxy of this source tree (column 'before'), "
                         "e.g. `git archive HEAD~1 codexlb plugins migrations | tar -x -C DIR`")

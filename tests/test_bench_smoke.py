@@ -24,9 +24,10 @@ def run(module: str, *args: str, timeout: float = 60) -> None:
 
 def test_overhead_tiny(tmp_path: Path) -> None:
     out = tmp_path / "overhead.json"
-    run("bench.overhead", "--no-floor", "--held", "10", "--json", str(out))
+    run("bench.overhead", "--no-floor", "--asgi", "--held", "10", "--json", str(out))
     data = json.loads(out.read_text())
     assert set(data["proxy statuses"]) == {"200"}, data["proxy statuses"]
+    assert set(data["asgi statuses"]) == {"200"}, data["asgi statuses"]
     assert data["c=64 req/s"]["proxy"] > 0
     assert data["RSS idle MB"]["proxy"] > 0
 
