@@ -33,8 +33,6 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 _GONE = object()
 """What :func:`read_body` returns when the client went away while sending."""
-_MORE = object()
-"""What :func:`read_body` returns when the body passed the limit and more of it is coming."""
 
 
 class FastRoutes:
@@ -73,12 +71,10 @@ async def serve(lb: CodexLB, endpoint: str, scope: HTTPScope, receive: Receive, 
     body = await read_body(receive, flow.request.headers.get("content-length"), limit)
     if body is _GONE:
         return
-    if body is None or body is _MORE:
+    if body is None:
         flow.reject(413, "payload_too_large", too_large(limit))
         assert flow.response is not None
         await respond(lb, flow, flow.response, send)
-        if body is _MORE:
-            await drain(receive, limit)
         return
     assert isinstance(body, bytes)
     flow.request.body = body
@@ -103,9 +99,14 @@ async def serve(lb: CodexLB, endpoint: str, scope: HTTPScope, receive: Receive, 
 
 
 async def read_body(receive: Receive, declared: str | None, limit: int) -> bytes | None | object:
-    """The raw body; as soon as it is known to be larger than ``limit``, ``_MORE`` if more of it is
-    coming, else ``None`` (a declared length is believed: such a body is not read); ``_GONE`` when
-    the client left while sending."""
+    """The raw body; ``None`` when it is larger than ``limit``; ``_GONE`` when the client left.
+
+    A declared length over the limit is believed (the body is not read: Quart did the same). A body
+    that passes the limit as it arrives is read on and thrown away (up to twice the limit, while the
+    client keeps sending, each wait at most ``DISCARD_IDLE_SECONDS``) before the 413 is sent:
+    Hypercorn closes a connection whose answer ends before its request, so a client still uploading
+    would get a reset instead of the answer.
+    """
     if declared is not None and declared.isdigit() and int(declared) > limit:
         return None
     message = await receive()
@@ -123,21 +124,18 @@ async def read_body(receive: Receive, declared: str | None, limit: int) -> bytes
         size += len(chunk)
         if not message.get("more_body"):
             return b"".join(parts) if size <= limit else None
-    return _MORE
-
-
-async def drain(receive: Receive, budget: int) -> None:
-    """After a 413: read and drop what the client still sends (up to ``budget`` bytes, each wait at
-    most ``DISCARD_IDLE_SECONDS``), so a client still uploading reads its answer instead of a reset."""
-    while budget > 0:
+    while size <= 2 * limit:  # over the limit: discard the rest while it keeps coming
         try:
             async with asyncio.timeout(DISCARD_IDLE_SECONDS):
                 message = await receive()
         except TimeoutError:
-            return
-        if message["type"] != "http.request" or not message.get("more_body"):
-            return
-        budget -= len(message.get("body", b""))
+            break
+        if message["type"] != "http.request":
+            return _GONE
+        size += len(message.get("body", b""))
+        if not message.get("more_body"):
+            break
+    return None
 
 
 class Hangup:

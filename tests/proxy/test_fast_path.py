@@ -97,6 +97,27 @@ async def test_an_oversized_body_in_pieces_gets_413(proxy: ProxyHarness) -> None
     assert proxy.fake.requests == []
 
 
+async def test_the_connection_serves_on_after_a_413(proxy: ProxyHarness) -> None:
+    """The oversized body is read to its end after the 413, so the connection takes the next request."""
+    host, port = proxy.url.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    piece = b"x" * (20 * 1024)
+    writer.write(head() + b"transfer-encoding: chunked\r\n\r\n" + chunked(*[piece] * 5)
+                 + head() + b"content-length: 1\r\n\r\n{")
+    await writer.drain()
+    statuses = []
+    async with asyncio.timeout(10):
+        for _ in range(2):
+            statuses.append(int((await reader.readline()).split()[1]))
+            length = 0
+            while (line := await reader.readline()) not in (b"\r\n", b""):
+                name, _, value = line.decode().partition(":")
+                length = int(value) if name.lower() == "content-length" else length
+            await reader.readexactly(length)
+    writer.close()
+    assert statuses == [413, 400]
+
+
 async def test_a_small_answer_has_its_length(proxy: ProxyHarness) -> None:
     status, headers, body = await exchange(proxy, head() + b"content-length: 1\r\n\r\n{")
     assert status == 400 and int(headers["content-length"]) == len(body)
