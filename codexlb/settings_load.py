@@ -29,6 +29,7 @@ import ipaddress
 import os
 import re
 import tomllib
+import unicodedata
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import MISSING, Field
 from pathlib import Path
@@ -311,11 +312,17 @@ def _known_driver(value: Any) -> bool:
     return bool(sep) and scheme in _DRIVERS
 
 
+def _has_control(value: str) -> bool:
+    """Whether a text holds a control character (no path has one; dynaconf mangles such values)."""
+    return any(unicodedata.category(c) == "Cc" for c in value)
+
+
 def _data_dir(dyn: Any) -> Path:
-    """``DATA_DIR`` for the defaults built from it; a value that is no text (reported on its own) gives
-    way to the default, so the settings built from it do not fail as well."""
+    """``DATA_DIR`` for the defaults built from it; a value that is no text or no path (reported on its
+    own) gives way to the default, so the settings built from it do not fail as well."""
     value = _to_text(dyn.DATA_DIR)
-    return Path(value if isinstance(value, str) else str(SETTING_FIELDS["DATA_DIR"].default))
+    ok = isinstance(value, str) and not _has_control(value)
+    return Path(value if ok else str(SETTING_FIELDS["DATA_DIR"].default))
 
 
 def _default(f: Field[Any]) -> Any:
@@ -369,6 +376,8 @@ def validators_for(name: str, f: Field[Any]) -> Iterable[Validator]:
                 "unknown database driver; allowed: sqlite+aiosqlite:///PATH or postgresql+asyncpg://USER:PASS@HOST:PORT/DB"))
             yield Validator(name, when=Validator(name, condition=_known_driver), cast=database_url)
         if kind == "path":
+            yield Validator(name, when=text, condition=lambda v: not _has_control(v),
+                            messages=_says("allowed: a path without control characters"))
             yield Validator(name, when=text, cast=os.path.expanduser)
 
 

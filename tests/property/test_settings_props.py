@@ -27,6 +27,7 @@ VALUES = st.one_of(TOKENS, st.text(st.characters(blacklist_categories=("Cs", "Cc
 @example("DATABASE_POOL_SIZE", "1e999")  # an infinite whole number used to escape as an OverflowError
 @example("DATA_DIR", "true")  # the defaults built from it used to raise a TypeError on a non-text value
 @example("DATA_DIR", "{a = 1}")  # the database URL built from a table used to fail as well (two lines)
+@example("DATA_DIR", "\x1f")  # a control character: the database URL built from it was refused instead
 def test_any_value_gives_a_valid_setting_or_one_error_line_naming_it(name: str, value: str) -> None:
     try:
         settings = load_settings(ROOT, environ={PREFIX + name: value})
