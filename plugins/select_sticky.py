@@ -30,8 +30,8 @@ compare-and-set (a replica that loses follows the winner); every second each rep
 rows others changed and adds what it spent to the ``account_spend`` totals (budgets are learned
 from every replica's spend). Known pins are served from memory, so the table costs a round-trip
 per new conversation per replica and per move, never per turn. On SQLite (one process:
-``serve --workers`` refuses SQLite) neither table is used and no turn waits for the database; the
-placements logged in the request log are read every ``SYNC_SECONDS`` instead.
+``serve --workers`` refuses SQLite) neither table is used and no turn waits for the database: the
+process's own pins are all there is (warmed from the request log at start).
 
 Route reasons: ``sticky:new`` (first placement), ``sticky:hit`` (its pinned account), and on a
 move ``sticky:moved-<why> from=<old id[:8]> to=<new id[:8]>`` with ``<why>`` one of ``cap``,
@@ -82,14 +82,10 @@ __all__ = ["SelectSticky", "conversation_key"]
 NAME = "sticky"
 OPTIONS = ("min_remaining_pct", "weight_by_quota", "max_pins")
 WARM_SECONDS = 24 * 3600
-SYNC_SECONDS = 2.0
-"""How often placements logged by other replicas are adopted."""
 ACCOUNT_SYNC_SECONDS = 10.0
 """A shared pin naming an account this replica has not loaded: younger than this, the account is
 taken to be new (loaded at the next pool merge; the turn is served elsewhere, unpinned); older, to be
 removed (the conversation moves)."""
-LOG_DELAY_SECONDS = 10.0
-"""Rows are logged when a flow ends (and batched): look this far behind the last read."""
 log = logging.getLogger("codexlb.select_sticky")
 
 
@@ -266,22 +262,6 @@ class SelectSticky:
         key = flow.session_key_hash if flow.session_key is not None else None
         self.headroom.observe(account, key, flow.usage, time.time())
 
-    async def _sync_loop(self, app: AppView) -> None:
-        """Adopt the placements other replicas logged: every ``SYNC_SECONDS``, newest row wins."""
-        from codexlb.db.requestlog import recent_session_accounts
-
-        since = time.time() - SYNC_SECONDS
-        while True:
-            await asyncio.sleep(SYNC_SECONDS)
-            try:
-                rows = await recent_session_accounts(app.sessionmaker,  # type: ignore[arg-type]
-                                                     since=since - LOG_DELAY_SECONDS, limit=self.max_pins)
-            except Exception:  # the log is a hint; keep routing on what this replica knows
-                log.debug("could not read recent placements from the request log", exc_info=True)
-                continue
-            since = time.time()
-            self.adopt(rows, app.pool.accounts)
-
     async def _shared_sync_loop(self, app: AppView) -> None:
         while True:
             await asyncio.sleep(SHARED_SYNC_SECONDS)
@@ -302,12 +282,6 @@ class SelectSticky:
             self._take(row, accounts, force=True)
         added = self.headroom.unshared()
         self.headroom.shared(await self.shared.spend(added), added)
-
-    def adopt(self, rows: Sequence[tuple[str, str, float]], accounts: Mapping[str, Any]) -> None:
-        """Take ``(pin, account id, time)`` placements that are newer than this replica's own."""
-        for pin, account_id, at in reversed(rows):  # oldest first
-            if account_id in accounts and at > self._pinned_at.get(pin, 0.0) and self._pins.get(pin) != account_id:
-                self._pin(pin, account_id, at)
 
     def _take(self, row: Pin, accounts: Mapping[str, Any] | None = None, *, force: bool = False) -> None:
         """Follow a row of the shared table if it is newer than what this replica decided (or ``force``);
@@ -346,7 +320,6 @@ class SelectSticky:
             if account_id in app.pool.accounts:
                 self._pin(pin, account_id, 0.0)
         if is_sqlite(app.settings.database_url):  # one process: nobody to agree with
-            app.tasks.spawn(self._sync_loop(app), "sticky-pin-sync")
             return
         self.shared = SharedState(app.sessionmaker)
         try:

@@ -147,18 +147,6 @@ async def latest_accounts_by_session(sessionmaker: async_sessionmaker[AsyncSessi
     return latest
 
 
-async def recent_session_accounts(sessionmaker: async_sessionmaker[AsyncSession], *, since: float,
-                                  limit: int) -> list[tuple[str, str, float]]:
-    """``(session_key_hash, account_id, time)`` of answered requests since ``since``, newest first."""
-    query = (select(RequestLogRow.session_key_hash, RequestLogRow.account_id, RequestLogRow.time)
-             .where(RequestLogRow.time >= since, RequestLogRow.session_key_hash.is_not(None),
-                    RequestLogRow.account_id.is_not(None), RequestLogRow.status == 200)
-             .order_by(RequestLogRow.time.desc()).limit(limit))
-    async with sessionmaker() as session:
-        rows = (await session.execute(query)).all()
-    return [(h, a, t) for h, a, t in rows if h is not None and a is not None]
-
-
 async def prune_request_logs(sessionmaker: async_sessionmaker[AsyncSession], older_than: float) -> int:
     """Delete rows logged before ``older_than`` (served by the ``(time)`` index); returns how many."""
     async with begin_write(sessionmaker) as session:
