@@ -170,15 +170,17 @@ async def profile(targets: list[Target], out_dir: Path, secs: float, log: Callab
                   concurrency: int = 64) -> None:
     """py-spy the proxy under load: collapsed stacks (``profile.txt``) and a flame graph (``profile.svg``).
 
-    With the bare floor running, it is profiled the same way (``bare.txt``) and the proxy's extra
-    cost per request is printed by package and function (``bench.pyspy_top --against``).
+    With a floor running (``asgi`` if it runs, else ``bare``), it is profiled the same way
+    (``<floor>.txt``) and the proxy's extra cost per request is printed by package and function
+    (``bench.pyspy_top --against``).
     """
     from bench.pyspy_top import compare, report
 
     by = {t.name: t for t in targets}
     runs = [(by["proxy"], "raw", "profile.txt"), (by["proxy"], "flamegraph", "profile.svg")]
-    if "bare" in by:
-        runs.append((by["bare"], "raw", "bare.txt"))
+    base = by.get("asgi") or by.get("bare")
+    if base is not None:
+        runs.append((base, "raw", f"{base.name}.txt"))
     for target, fmt, name in runs:
         log(f"py-spy {fmt} of {target.name} for {secs:.0f} s at c={concurrency} -> {out_dir / name}")
         spy = await py_spy(target.pid, out_dir / name, secs, fmt)
@@ -188,8 +190,8 @@ async def profile(targets: list[Target], out_dir: Path, secs: float, log: Callab
             log(f"py-spy failed ({spy.returncode}); is ptrace allowed?")
     if (out_dir / "profile.txt").exists():
         print(report(out_dir / "profile.txt"))
-    if (out_dir / "bare.txt").exists():
-        print("\n" + compare(out_dir / "bare.txt", by["bare"].cpu_ms("profile-raw"), out_dir / "profile.txt",
+    if base is not None and (out_dir / f"{base.name}.txt").exists():
+        print("\n" + compare(out_dir / f"{base.name}.txt", base.cpu_ms("profile-raw"), out_dir / "profile.txt",
                               by["proxy"].cpu_ms("profile-raw")))
 
 
