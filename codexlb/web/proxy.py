@@ -1,5 +1,6 @@
-"""The proxied routes: each admitted :class:`Flow` (see :mod:`codexlb.web.admission`) runs through
-the pipeline.
+"""The proxied routes as Quart views: each admitted :class:`Flow` (see :mod:`codexlb.web.admission`)
+runs through the pipeline. The POST routes are served in front of Quart by
+:mod:`codexlb.web.fast_path`; their views here answer what it leaves to Quart (HTTP/1.0, a root path).
 
 The model routes answer from the model registry (``app.models``) when it holds a list; a Codex
 client newer than ``MODEL_REGISTRY_CLIENT_VERSION`` goes to the upstream first (the cache may lack
