@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import String, Table, delete, exc, insert, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from codexlb.db.engine import begin_write
+from codexlb.db.engine import begin_write, is_sqlite
 from codexlb.db.models import RequestLogRow
 
 if TYPE_CHECKING:
@@ -46,7 +46,7 @@ _MISSING = "a request_log row needs time and endpoint"
 
 
 def _values(rows: Sequence[Mapping[str, Any]]) -> list[tuple[Any, ...]]:
-    """Each row's values in :data:`COLUMNS` order, defaults filled in, over-long strings cut (SQLite)."""
+    """Each row's values in :data:`COLUMNS` order, defaults filled in, over-long strings cut."""
     params = []
     for row in rows:
         try:  # a row with every column (the log plugin's) needs no merge; an unknown key makes one miss
@@ -67,23 +67,6 @@ def _values(rows: Sequence[Mapping[str, Any]]) -> list[tuple[Any, ...]]:
     return params
 
 
-def _dicts(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """Each row as a dict of every column, defaults filled in, over-long strings cut (Core insert)."""
-    params = []
-    for row in rows:
-        if not row.keys() <= _COLUMN_SET:
-            raise _unknown_columns(row)
-        if row.get("time") is None or row.get("endpoint") is None:
-            raise ValueError(_MISSING)
-        values = dict(row) if len(row) == len(COLUMNS) else {**_DEFAULTS, **row}
-        for name, length in _LENGTHS.items():
-            value = values[name]
-            if isinstance(value, str) and len(value) > length:
-                values[name] = value[:length]
-        params.append(values)
-    return params
-
-
 async def insert_request_logs(sessionmaker: async_sessionmaker[AsyncSession],
                               rows: Sequence[Mapping[str, Any]]) -> None:
     """Insert ``rows`` in one transaction (``BEGIN IMMEDIATE`` on SQLite) with one executemany.
@@ -97,12 +80,11 @@ async def insert_request_logs(sessionmaker: async_sessionmaker[AsyncSession],
     if not rows:
         return
     bind = sessionmaker.kw.get("bind")
-    if not (isinstance(bind, AsyncEngine) and bind.dialect.driver == "aiosqlite"):
-        dicts = _dicts(rows)  # PostgreSQL: the Core insert takes dicts (tuples made into dicts cost more)
-        async with begin_write(sessionmaker) as session:
-            await session.execute(insert(_TABLE), dicts)
-        return
     params = _values(rows)
+    if not (isinstance(bind, AsyncEngine) and is_sqlite(bind)):  # PostgreSQL: the Core insert takes dicts
+        async with begin_write(sessionmaker) as session:
+            await session.execute(insert(_TABLE), [dict(zip(COLUMNS, values, strict=True)) for values in params])
+        return
     async with begin_write(sessionmaker) as session:
         driver = (await (await session.connection()).get_raw_connection()).driver_connection
         assert driver is not None, "a connection in a transaction has its driver connection"
