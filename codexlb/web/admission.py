@@ -61,15 +61,20 @@ def request_headers(pairs: Iterable[tuple[str, str]]) -> dict[str, str]:
     return headers
 
 
+def client_flow(method: str, path: str, endpoint: str, headers: Iterable[tuple[str, str]], query: bytes,
+                client: Any) -> Flow:
+    """A client's flow (body not read yet): headers as :func:`request_headers` keeps them, the
+    socket peer (``client``, the scope's) as its address until the firewall decides."""
+    peer = str((client or ("127.0.0.1", 0))[0])
+    return Flow(ProxyRequest(method=method, path=path, endpoint=endpoint, headers=request_headers(headers),
+                             query=query.decode("latin-1"), peer_ip=peer, client_ip=peer))
+
+
 def make_flow(endpoint: str) -> Flow:
-    """A flow for the current request or WebSocket handshake (body not read yet; headers as
-    :func:`request_headers` keeps them)."""
+    """A flow for the current request or WebSocket handshake."""
     current = current_request()
-    client = current.scope.get("client") or ("127.0.0.1", 0)
-    headers = request_headers(current.headers.items())
-    peer = str(client[0])
-    return Flow(ProxyRequest(method=current.method, path=current.path, endpoint=endpoint, headers=headers,
-                             query=current.query_string.decode("latin-1"), peer_ip=peer, client_ip=peer))
+    return client_flow(current.method, current.path, endpoint, current.headers.items(), current.query_string,
+                       current.scope.get("client"))
 
 
 async def admit() -> Any:

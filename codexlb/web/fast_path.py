@@ -22,11 +22,11 @@ from hypercorn.typing import ASGIReceiveEvent, HTTPScope, Scope
 from hypercorn.typing import ASGISendCallable as Send
 
 from codexlb.app import CodexLB
-from codexlb.flow import Flow, ProxyRequest, ProxyResponse
+from codexlb.flow import Flow, ProxyResponse
 from codexlb.web import too_large
-from codexlb.web.admission import request_headers
+from codexlb.web.admission import client_flow
 from codexlb.web.proxy import DISCARD_IDLE_SECONDS
-from codexlb.web.respond import answer_headers
+from codexlb.web.respond import answer_headers, finish_now
 
 log = logging.getLogger("codexlb.web")
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
@@ -51,18 +51,10 @@ class FastRoutes:
             await self.app(scope, receive, send)
 
 
-def flow_of(scope: HTTPScope, endpoint: str) -> Flow:
-    """The flow of a request, from its scope (body not read yet)."""
-    client = scope.get("client") or ("127.0.0.1", 0)
-    peer = str(client[0])
-    headers = request_headers((k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"])
-    return Flow(ProxyRequest(method="POST", path=scope["path"], endpoint=endpoint, headers=headers,
-                             query=scope["query_string"].decode("latin-1"), peer_ip=peer, client_ip=peer))
-
-
 async def serve(lb: CodexLB, endpoint: str, scope: HTTPScope, receive: Receive, send: Send) -> None:
     """Admit, read, run and answer one request, as the Quart view does."""
-    flow = flow_of(scope, endpoint)
+    headers = ((k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"])
+    flow = client_flow("POST", scope["path"], endpoint, headers, scope["query_string"], scope.get("client"))
     refused = await lb.pipeline.admit(flow)
     if refused is not None:
         await respond(lb, flow, refused, send)
@@ -92,8 +84,7 @@ async def serve(lb: CodexLB, endpoint: str, scope: HTTPScope, receive: Receive, 
         if not hangup.started:  # nothing sent yet: the client gets the error (flow_done already ran or will)
             error = ProxyResponse.error(500, "internal_error", "internal error")
             assert isinstance(error.body, bytes)
-            await send({"type": "http.response.start", "status": 500, "headers": _bytes_headers(error.headers)})
-            await send({"type": "http.response.body", "body": error.body, "more_body": False})
+            await send_bytes(send, 500, _bytes_headers(error.headers), error.body)
     finally:
         hangup.stop()
 
@@ -171,15 +162,17 @@ async def respond(lb: CodexLB, flow: Flow, result: ProxyResponse, send: Send, ha
     if not isinstance(body, bytes):
         await stream(lb, flow, result.status, headers, body, send, hangup)
         return
-    now = time.time()
-    flow.first_byte_at = flow.first_byte_at or now
-    flow.finished_at = now
-    lb.finisher.add(flow)
+    finish_now(lb, flow)
     if hangup is not None:
         hangup.started = True
+    await send_bytes(send, result.status, headers, body)
+
+
+async def send_bytes(send: Send, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
+    """A whole answer in two messages, with its length."""
     headers = [(k, v) for k, v in headers if k != b"content-length"]
     headers.append((b"content-length", str(len(body)).encode()))
-    await send({"type": "http.response.start", "status": result.status, "headers": headers})
+    await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body, "more_body": False})
 
 

@@ -25,14 +25,20 @@ def answer_headers(lb: CodexLB, flow: Flow, result: ProxyResponse) -> list[tuple
     return headers
 
 
+def finish_now(lb: CodexLB, flow: Flow) -> None:
+    """A flow whose answer is bytes ends as it is sent: stamped and queued for ``flow_done``."""
+    now = time.time()
+    flow.first_byte_at = flow.first_byte_at or now
+    flow.finished_at = now
+    lb.finisher.add(flow)
+
+
 def to_quart(lb: CodexLB, flow: Flow, result: ProxyResponse) -> Response:
     """Turn the pipeline's answer into a Quart response; ``flow_done`` runs after the last byte."""
     flow.status = result.status
     headers = answer_headers(lb, flow, result)
     if isinstance(result.body, bytes):
-        flow.first_byte_at = flow.first_byte_at or time.time()
-        flow.finished_at = time.time()
-        lb.finisher.add(flow)
+        finish_now(lb, flow)
         return Response(result.body, status=result.status, headers=Headers(headers))
     response = Response(FlowBody(lb, flow, result.body), status=result.status, headers=Headers(headers))
     response.timeout = None
