@@ -14,14 +14,11 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import json
-import os
-from pathlib import Path
 from typing import Any
 
 import aiohttp
-from hypercorn.asyncio import serve
-from hypercorn.config import Config
+
+from bench.floor_run import run_floor
 
 FORWARD = frozenset({"accept", "user-agent", "originator", "version", "openai-beta", "session-id"})
 DROP_RESPONSE = frozenset({"content-length", "transfer-encoding", "connection", "date", "server"})
@@ -102,13 +99,7 @@ def create_app(upstream: str, accounts: list[dict[str, Any]]) -> Any:
 
 
 def main() -> None:
-    import uvloop
-
-    accounts = json.loads(Path(os.environ["BENCH_ACCOUNTS"]).read_text())
-    config = Config()
-    config.bind = [f"127.0.0.1:{os.environ['BENCH_PORT']}"]
-    config.accesslog = None
-    uvloop.run(serve(create_app(os.environ["BENCH_UPSTREAM"], accounts), config))
+    run_floor(create_app)
 
 
 if __name__ == "__main__":

@@ -12,17 +12,14 @@ measures it in the same run as the proxy and the httpx floor (``bench.floor_serv
 from __future__ import annotations
 
 import itertools
-import json
-import os
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import aiohttp
-from hypercorn.asyncio import serve
-from hypercorn.config import Config
 from quart import Quart, Response, request  # noqa: TID251 - a web app, not a plugin
 from werkzeug.datastructures import Headers
+
+from bench.floor_run import run_floor
 
 FORWARD = frozenset({"accept", "user-agent", "originator", "version", "openai-beta", "session-id"})
 DROP_RESPONSE = frozenset({"content-length", "transfer-encoding", "connection", "date", "server"})
@@ -76,13 +73,7 @@ def create_app(upstream: str, accounts: list[dict[str, Any]]) -> Quart:
 
 
 def main() -> None:
-    import uvloop
-
-    accounts = json.loads(Path(os.environ["BENCH_ACCOUNTS"]).read_text())
-    config = Config()
-    config.bind = [f"127.0.0.1:{os.environ['BENCH_PORT']}"]
-    config.accesslog = None
-    uvloop.run(serve(create_app(os.environ["BENCH_UPSTREAM"], accounts), config))
+    run_floor(create_app)
 
 
 if __name__ == "__main__":

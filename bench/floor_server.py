@@ -11,16 +11,13 @@ Like the proxy, it takes requests without credentials and adds an account's toke
 from __future__ import annotations
 
 import itertools
-import json
-import os
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import httpx
-from hypercorn.asyncio import serve
-from hypercorn.config import Config
 from quart import Quart, Response, request  # noqa: TID251 - a web app, not a plugin
+
+from bench.floor_run import run_floor
 
 DROP_REQUEST = {"host", "content-length", "connection", "authorization", "chatgpt-account-id"}
 DROP_RESPONSE = {"content-length", "transfer-encoding", "connection", "date", "server"}
@@ -74,13 +71,7 @@ def create_app(upstream: str, accounts: list[dict[str, Any]]) -> Quart:
 
 
 def main() -> None:
-    import uvloop
-
-    accounts = json.loads(Path(os.environ["BENCH_ACCOUNTS"]).read_text())
-    config = Config()
-    config.bind = [f"127.0.0.1:{os.environ['BENCH_PORT']}"]
-    config.accesslog = None
-    uvloop.run(serve(create_app(os.environ["BENCH_UPSTREAM"], accounts), config))  # type: ignore[arg-type]
+    run_floor(create_app)
 
 
 if __name__ == "__main__":
