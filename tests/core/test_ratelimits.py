@@ -10,20 +10,23 @@ from codexlb import ratelimits
 from codexlb.types import Account, UsageWindow
 
 NOW = 1_787_800_000.0
+"""The clock every call here is given (the module never reads the real one when told the time)."""
+PRIMARY_RESET = int(NOW) + 25_394
+SECONDARY_RESET = int(NOW) + 474_216
 HEADERS = {
     "x-codex-plan-type": "pro",
     "x-codex-primary-used-percent": "12.5", "x-codex-primary-window-minutes": "300",
-    "x-codex-primary-reset-after-seconds": "8071", "x-codex-primary-reset-at": "1787825394",
+    "x-codex-primary-reset-after-seconds": "8071", "x-codex-primary-reset-at": str(PRIMARY_RESET),
     "x-codex-secondary-used-percent": "40", "x-codex-secondary-window-minutes": "10080",
-    "x-codex-secondary-reset-at": "1788274216", "x-codex-credits-balance": "3.5",
+    "x-codex-secondary-reset-at": str(SECONDARY_RESET), "x-codex-credits-balance": "3.5",
 }
 
 
 def event(primary: float = 12.5, limit: str = "codex") -> bytes:
     return json.dumps({
         "type": "codex.rate_limits", "plan_type": "pro", "metered_limit_name": limit,
-        "rate_limits": {"primary": {"used_percent": primary, "window_minutes": 300, "reset_at": 1787825394},
-                        "secondary": {"used_percent": 40, "window_minutes": 10080, "reset_at": 1788274216}},
+        "rate_limits": {"primary": {"used_percent": primary, "window_minutes": 300, "reset_at": PRIMARY_RESET},
+                        "secondary": {"used_percent": 40, "window_minutes": 10080, "reset_at": SECONDARY_RESET}},
         "credits": {"balance": "3.5"},
     }).encode()
 
@@ -31,8 +34,8 @@ def event(primary: float = 12.5, limit: str = "codex") -> bytes:
 def test_headers_fill_the_windows_credits_and_plan() -> None:
     account = Account("a")
     assert ratelimits.apply_headers(account, HEADERS, NOW)
-    assert account.primary == UsageWindow(12.5, 300, 1787825394.0)
-    assert account.secondary == UsageWindow(40.0, 10080, 1788274216.0)
+    assert account.primary == UsageWindow(12.5, 300, PRIMARY_RESET)
+    assert account.secondary == UsageWindow(40.0, 10080, SECONDARY_RESET)
     assert (account.credits, account.plan_type) == (3.5, "pro")
 
 
@@ -65,10 +68,10 @@ def test_a_repeat_is_applied_again_after_another_source_changed_the_account() ->
     account = Account("a")
     ratelimits.apply_headers(account, HEADERS, NOW)
     ratelimits.apply_event_data(account, event(), NOW)
-    account.primary = UsageWindow(99.0, 300, 1787825394.0)  # the usage job, say
+    account.primary = UsageWindow(99.0, 300, PRIMARY_RESET)  # the usage job, say
     assert ratelimits.apply_headers(account, HEADERS, NOW)
     assert account.primary.used_percent == 12.5
-    account.primary = UsageWindow(99.0, 300, 1787825394.0)
+    account.primary = UsageWindow(99.0, 300, PRIMARY_RESET)
     assert ratelimits.apply_event_data(account, event(), NOW)
     assert account.primary.used_percent == 12.5
 
@@ -87,7 +90,7 @@ def test_headers_and_event_with_the_same_values_do_not_undo_each_other() -> None
 def test_event_data_is_applied_and_its_changes_reported() -> None:
     account = Account("a")
     assert ratelimits.apply_event_data(account, event(), NOW)
-    assert account.primary == UsageWindow(12.5, 300, 1787825394.0) and account.credits == 3.5
+    assert account.primary == UsageWindow(12.5, 300, PRIMARY_RESET) and account.credits == 3.5
     assert ratelimits.apply_event_data(account, event(primary=50), NOW)
     assert account.primary.used_percent == 50.0
 
