@@ -12,7 +12,9 @@ import httpx
 from codexlb.testing.fake_upstream import FakeUpstream
 from tests.support.cluster import Cluster, cluster
 
-CONVERSATIONS, TURNS = 12, 6
+CONVERSATIONS, TURNS = 13, 6
+"""13, not a multiple of the 3 replicas: nginx deals turns out in turn, and with 12 conversations in
+lockstep each one's turns would land on the same replica every round (k + 12 r = k mod 3)."""
 
 
 def body(conversation: str, turn: int) -> dict[str, object]:
